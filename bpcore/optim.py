@@ -1,0 +1,152 @@
+"""Optimizers and the learning-rate scaling rule with batch size.
+
+``step(params, grads)`` updates the parameters in place and returns the updates ΔW it applied
+(arrays the optimizer reuses: read them before the next step).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import numpy as np
+
+from bpcore.activations import Array
+
+LR_SCALING = ("none", "linear", "sqrt")
+
+
+def scaled_lr(
+    lr: float, batch_size: int, rule: str = "none", reference_batch_size: int = 1
+) -> float:
+    """Learning rate for ``batch_size`` under ``rule``, relative to ``reference_batch_size``.
+
+    none: lr;  linear: lr·B/B_ref (Goyal et al. 2017);  sqrt: lr·√(B/B_ref) (Krizhevsky 2014).
+    """
+    if rule not in LR_SCALING:
+        raise ValueError(f"lr_scaling: unknown rule {rule!r}; known: {', '.join(LR_SCALING)}")
+    if batch_size < 1 or reference_batch_size < 1:
+        raise ValueError(
+            f"batch_size and reference_batch_size must be ≥ 1, got {batch_size}, "
+            f"{reference_batch_size}"
+        )
+    ratio = batch_size / reference_batch_size
+    return {"none": lr, "linear": lr * ratio, "sqrt": lr * math.sqrt(ratio)}[rule]
+
+
+class Optimizer:
+    """Base class: holds the learning rate and one update buffer per parameter."""
+
+    name: ClassVar[str]
+
+    def __init__(self, lr: float) -> None:
+        if not lr > 0 or not math.isfinite(lr):
+            raise ValueError(f"lr: must be a positive finite number, got {lr}")
+        self.lr = lr
+        self._updates: list[Array] = []
+
+    def _buffers(self, params: list[Array]) -> list[Array]:
+        """Zero-initialised arrays shaped like ``params``, made on first use."""
+        return [np.zeros_like(p) for p in params]
+
+    def step(self, params: list[Array], grads: list[Array]) -> list[Array]:
+        """Apply one update in place; return the applied updates ΔW (one per parameter)."""
+        if not self._updates:
+            self._updates = self._buffers(params)
+        for i, (p, g, update) in enumerate(zip(params, grads, self._updates, strict=True)):
+            self._update(i, g, update)
+            p += update
+        return self._updates
+
+    def _update(self, i: int, grad: Array, out: Array) -> None:
+        """Write parameter i's update ΔW into ``out``."""
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """ΔW = −lr·g."""
+
+    name = "sgd"
+
+    def _update(self, i: int, grad: Array, out: Array) -> None:
+        np.multiply(grad, -self.lr, out=out)
+
+
+class Momentum(Optimizer):
+    """Heavy ball: v ← μv + g, ΔW = −lr·v; Nesterov: ΔW = −lr·(g + μv) (PyTorch's form)."""
+
+    name = "momentum"
+
+    def __init__(self, lr: float, momentum: float = 0.9, nesterov: bool = False) -> None:
+        super().__init__(lr)
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum: must be in [0, 1), got {momentum}")
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self._velocity: list[Array] = []
+
+    def step(self, params: list[Array], grads: list[Array]) -> list[Array]:
+        if not self._velocity:
+            self._velocity = self._buffers(params)
+        return super().step(params, grads)
+
+    def _update(self, i: int, grad: Array, out: Array) -> None:
+        v = self._velocity[i]
+        v *= self.momentum
+        v += grad
+        if self.nesterov:
+            np.multiply(v, self.momentum, out=out)
+            out += grad
+            out *= -self.lr
+        else:
+            np.multiply(v, -self.lr, out=out)
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015): m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g², ΔW = −lr·m̂/(√v̂ + ε)."""
+
+    name = "adam"
+
+    def __init__(
+        self, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
+    ) -> None:
+        super().__init__(lr)
+        for key, beta in (("beta1", beta1), ("beta2", beta2)):
+            if not 0 <= beta < 1:
+                raise ValueError(f"{key}: must be in [0, 1), got {beta}")
+        if not eps > 0:
+            raise ValueError(f"eps: must be positive, got {eps}")
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self._m: list[Array] = []
+        self._v: list[Array] = []
+        self._t = 0
+
+    def step(self, params: list[Array], grads: list[Array]) -> list[Array]:
+        if not self._m:
+            self._m, self._v = self._buffers(params), self._buffers(params)
+        self._t += 1
+        return super().step(params, grads)
+
+    def _update(self, i: int, grad: Array, out: Array) -> None:
+        m, v = self._m[i], self._v[i]
+        m *= self.beta1
+        m += (1 - self.beta1) * grad
+        v *= self.beta2
+        v += (1 - self.beta2) * grad * grad
+        m_hat = m / (1 - self.beta1**self._t)  # bias corrections
+        v_hat = v / (1 - self.beta2**self._t)
+        np.divide(m_hat, np.sqrt(v_hat) + self.eps, out=out)
+        out *= -self.lr
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {c.name: c for c in (SGD, Momentum, Adam)}
+
+
+def get_optimizer(name: str, lr: float, **params: float | bool) -> Optimizer:
+    """The optimizer called ``name`` (sgd, momentum, adam) with learning rate ``lr``."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+    try:
+        return OPTIMIZERS[name](lr, **params)
+    except TypeError:
+        raise ValueError(f"optimizer {name!r} does not take parameters {sorted(params)}") from None
