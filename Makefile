@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m bpcore.demo
+	$(BIN)/python -m experiments.train -m experiment=quickstart
 
 test: $(STAMP)
 	$(BIN)/ruff check .

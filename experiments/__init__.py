@@ -1,0 +1,1 @@
+"""Hydra apps that sweep bpcore experiments and track them in MLflow."""

@@ -1,0 +1,62 @@
+"""What a run is called and where it came from: run names, flattened params, git commit."""
+
+from __future__ import annotations
+
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULTS = {"init": "xavier_normal", "data": "spirals", "optim": "sgd", "train.lr_scaling": "none"}
+
+
+NAMED = ("activation", "model.depth", "model.width", "model.hidden", "train.batch_size", "seed")
+
+
+def run_name(cfg: DictConfig, hidden: list[int], batch_size: int, swept: list[str]) -> str:
+    """The config at a glance, e.g. ``relu-d8-w64-b32-s0``.  Non-default choices and the other
+    keys a sweep varies are appended: ``-he_normal-sawtooth-adam-linear-lr=0.01``."""
+    widths = sorted(set(hidden))
+    width = str(widths[0]) if len(widths) == 1 else "x".join(map(str, hidden))
+    parts = [cfg.activation.name, f"d{len(hidden)}", f"w{width}", f"b{batch_size}", f"s{cfg.seed}"]
+    choices = {
+        "init": cfg.init.name,
+        "data": cfg.data.name,
+        "optim": cfg.optim.name,
+        "train.lr_scaling": cfg.train.lr_scaling,
+    }
+    parts += [value for key, value in choices.items() if value != DEFAULTS[key]]
+    for key in swept:
+        if key not in (*NAMED, *choices):
+            parts.append(f"{key.rsplit('.', 1)[-1]}={OmegaConf.select(cfg, key)}")
+    return "-".join(parts)
+
+
+def flat_params(cfg: DictConfig) -> dict[str, str]:
+    """The resolved config as dotted keys (``model.depth`` → ``"8"``), for MLflow params."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(container, dict)
+    return dict(_flatten(container, ""))
+
+
+def _flatten(node: Any, prefix: str) -> list[tuple[str, str]]:
+    if isinstance(node, dict):
+        return [item for k, v in node.items() for item in _flatten(v, f"{prefix}{k}.")]
+    return [(prefix[:-1], str(node))]
+
+
+@cache
+def git_commit() -> str:
+    """HEAD of the project checkout (``-dirty`` with uncommitted changes), else ``unknown``."""
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return "unknown"
+    return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")

@@ -1,0 +1,135 @@
+"""Multirun bookkeeping: validate every job, then open one MLflow parent run for the sweep.
+
+Hydra calls ``on_multirun_start`` once in the launching process before any job starts (with any
+launcher: basic, joblib, submitit, ray).  There we expand the sweep exactly as Hydra's basic
+sweeper will, compose and check every job's config, create the store, the experiment and the
+parent run (so parallel jobs never race to create them), and leave a ``mlflow_sweep.json`` in
+the sweep directory from which each job learns its parent.  ``on_multirun_end`` ends the parent
+FINISHED only if every job's run FINISHED.  A bad value in any job creates nothing.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import sys
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from experiments.config import ConfigError, build
+from experiments.provenance import git_commit
+from experiments.tracking import (
+    TrackingError,
+    check_tracking_uri,
+    default_tracking_uri,
+    finish_parent_run,
+    prepare_experiment,
+    start_parent_run,
+)
+
+SWEEP_FILE = "mlflow_sweep.json"
+
+
+@dataclass(frozen=True)
+class SweepInfo:
+    """What every job of a sweep needs to log under the sweep's parent run."""
+
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    n_jobs: int
+    swept_keys: list[str]  # config keys whose value differs between jobs
+
+    def save(self, sweep_dir: Path) -> None:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / SWEEP_FILE).write_text(json.dumps(asdict(self)))
+
+    @classmethod
+    def load(cls, sweep_dir: Path) -> SweepInfo | None:
+        """The sweep's info, or None when tracking is off for the sweep."""
+        path = sweep_dir / SWEEP_FILE
+        return cls(**json.loads(path.read_text())) if path.exists() else None
+
+
+def job_configs(config: DictConfig) -> list[tuple[list[str], DictConfig]]:
+    """Every job's overrides and composed config, in the order Hydra's basic sweeper runs them."""
+    loader = GlobalHydra.instance().config_loader()
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    arguments = [f"{k}={v}" for k, v in params.items()]
+    arguments += list(config.hydra.overrides.task)
+    parsed = OverridesParser.create(config_loader=loader).parse_overrides(arguments)
+    jobs = [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    return [(job, loader.load_sweep_config(config, job)) for job in jobs]
+
+
+def swept_keys(jobs: list[list[str]]) -> list[str]:
+    """The keys whose override value differs between jobs: what the sweep varies."""
+    parsed = [dict(override.split("=", 1) for override in job) for job in jobs]
+    keys = {key for job in parsed for key in job}
+    return sorted(key for key in keys if len({job.get(key) for job in parsed}) > 1)
+
+
+class MlflowSweepCallback(Callback):
+    """Validates a sweep, opens its parent run before the jobs and closes it after them."""
+
+    def __init__(self) -> None:
+        self.sweep: SweepInfo | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            jobs = job_configs(config)
+            for overrides, job in jobs:
+                _check(job, overrides)
+            first = jobs[0][1]
+            if not first.mlflow.enabled:
+                return
+            uri = first.mlflow.tracking_uri or default_tracking_uri()
+            check_tracking_uri(uri)
+            experiment_id = prepare_experiment(uri, first.mlflow.experiment_name)
+        except (ConfigError, TrackingError, HydraException, OmegaConfBaseException) as error:
+            sys.exit(f"error: {error}")  # before anything is created
+        started = datetime.now().strftime("%Y%m%d-%H%M%S")
+        tags = {
+            "git_commit": git_commit(),
+            "preset": first.preset,
+            "overrides": " ".join(config.hydra.overrides.task),
+            "n_jobs": str(len(jobs)),
+        }
+        parent = start_parent_run(uri, experiment_id, f"{first.preset}-{started}", tags)
+        swept = swept_keys([overrides for overrides, _ in jobs])
+        self.sweep = SweepInfo(uri, experiment_id, parent, len(jobs), swept)
+        self.sweep.save(Path(config.hydra.sweep.dir))
+        atexit.register(self._close)  # also on Ctrl-C or a crash: the parent never stays RUNNING
+        print(f"sweep {first.preset}-{started}: {len(jobs)} jobs, parent run {parent}", flush=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        status = self._close()
+        if status not in (None, "FINISHED"):
+            sys.exit(f"sweep ended {status}: not every job finished (see the lines above)")
+
+    def _close(self) -> str | None:
+        if self.sweep is None:
+            return None
+        sweep, self.sweep = self.sweep, None
+        status = finish_parent_run(sweep.tracking_uri, sweep.parent_run_id, sweep.n_jobs)
+        print(f"parent run {sweep.parent_run_id}: {status}; browse with:")
+        print(f"  mlflow ui --backend-store-uri {sweep.tracking_uri}", flush=True)
+        return status
+
+
+def _check(job: DictConfig, overrides: list[str]) -> None:
+    """Raise ConfigError, naming the job, if any value of it is not allowed."""
+    try:
+        build(job)
+    except ConfigError as error:
+        raise ConfigError(error.key, error.value, error.allowed, " ".join(overrides)) from None

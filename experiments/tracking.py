@@ -1,0 +1,423 @@
+"""All MLflow code of the suite: store checks, experiments, sweep parent runs, run trackers.
+
+Why a writer process: on the sqlite store MLflow costs ≈ 5.5 ms per ``log_metric`` and still
+≈ 0.1 ms of CPU per metric batched, and a depth-16 run logs ~120 metrics per diagnostics step,
+so logging in the training process costs 40–200 % of training time; MLflow's async logging is
+a thread that fights training for the GIL.  ``RunTracker`` owns a writer process that receives
+metrics over a socket and batches them into ``log_batch``; the training process only pickles
+and sends (≈ 0.05–0.1 ms per call of 120 metrics).  The writer still needs a free core and
+≈ 0.1 ms per metric (≈ 9000 metrics/s here) plus ≈ 1.6 s to start (``import mlflow``): give
+training one BLAS thread, and log less often if the writer falls behind (``end()`` waits).
+``mlflow`` is imported lazily, so a process that only trains never pays its ≈ 2 s import.
+
+HTTP stores: MLflow retries for minutes by default; ``check_tracking_uri`` sets (only if
+unset) ``MLFLOW_HTTP_REQUEST_MAX_RETRIES=2``, ``…_BACKOFF_FACTOR=1`` and ``…_TIMEOUT=10``
+so that a lost server surfaces in seconds (writers inherit the environment).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import posixpath
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from multiprocessing.connection import Connection
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+ALLOWED_SCHEMES = ("sqlite", "postgresql", "http", "https")
+_ALLOWED = "sqlite:///<path>, postgresql[+driver]://…, http(s)://<server>"
+_HTTP_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+_BATCH = 1000  # MLflow's limit of metrics per log_batch
+_KEY = re.compile(r"[/\w.\- ]{1,250}")  # MLflow's metric-key rule (its ':' fails on Windows)
+
+
+class TrackingError(RuntimeError):
+    """A tracking failure, with a message meant to be shown as is."""
+
+
+def default_tracking_uri() -> str:
+    """$MLFLOW_TRACKING_URI, else the sqlite store at the project root (wherever launched)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+
+
+def _sqlite_path(uri: str) -> Path:
+    """The db file of ``sqlite:///relative.db`` or ``sqlite:////absolute/path.db``."""
+    path = uri.partition(":///")[2].partition("?")[0]
+    if not path or path == ":memory:":
+        raise TrackingError(f"tracking URI {uri!r}: an in-memory store cannot be shared")
+    return Path(path).expanduser().absolute()
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Refuse unsupported stores and unreachable servers within seconds, with one message."""
+    head, sep, _ = uri.partition("://")
+    scheme = head.lower().split("+")[0] if sep else ""
+    if scheme not in ALLOWED_SCHEMES:
+        why = " (MLflow ≥ 3.13 refuses the file store)" if scheme in ("", "file") else ""
+        raise TrackingError(f"tracking URI {uri!r} is not supported{why}; use {_ALLOWED}")
+    if scheme == "sqlite":
+        parent = _sqlite_path(uri).parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise TrackingError(f"tracking URI {uri!r}: cannot create {parent} ({e})") from None
+    elif scheme in ("http", "https"):
+        for key, value in _HTTP_ENV.items():
+            os.environ.setdefault(key, value)
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=3):
+                pass
+        except urllib.error.HTTPError as e:  # it answered: only a server error is fatal
+            if e.code >= 500:
+                raise TrackingError(f"tracking server at {uri} is unhealthy ({e})") from None
+        except (OSError, ValueError) as e:  # refused, timed out, no such host
+            raise TrackingError(f"tracking server at {uri} is not reachable ({e})") from None
+
+
+def _client(uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def prepare_experiment(uri: str, name: str) -> str:
+    """Create the store (schema migrations) and the experiment if missing; return its id.
+
+    Call once, in one process, before parallel jobs start: several processes migrating a new
+    sqlite DB at once corrupt it.  Sqlite experiments keep artifacts beside the store
+    (<db dir>/mlartifacts/<name>), not in ./mlruns of whatever directory a job runs in.
+    """
+    from mlflow.exceptions import MlflowException
+
+    check_tracking_uri(uri)
+    client = _client(uri)
+    location = None
+    if uri.lower().startswith("sqlite"):
+        folder = re.sub(r"[^\w.\-]+", "_", name).strip("._") or "experiment"
+        location = (_sqlite_path(uri).parent / "mlartifacts" / folder).as_uri()
+    for attempt in range(5):
+        try:
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                return str(client.create_experiment(name, artifact_location=location))
+            if experiment.lifecycle_stage != "active":
+                raise TrackingError(f"experiment {name!r} is deleted in {uri}: restore or rename")
+            return str(experiment.experiment_id)
+        except MlflowException as e:  # e.g. created meanwhile by another process: look again
+            if attempt == 4:
+                raise TrackingError(f"cannot prepare experiment {name!r} in {uri}: {e}") from None
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def start_parent_run(uri: str, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
+    """Create a RUNNING parent run (of a sweep) and return its id."""
+    return str(_client(uri).create_run(experiment_id, run_name=run_name, tags=tags).info.run_id)
+
+
+def child_runs(uri: str, parent_run_id: str) -> list[Run]:
+    """Runs tagged ``mlflow.parentRunId == parent_run_id``, oldest first."""
+    client = _client(uri)
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+            order_by=["attributes.start_time ASC"],
+            page_token=token,
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def finish_parent_run(uri: str, run_id: str, expected_children: int) -> str:
+    """End the parent FINISHED iff exactly ``expected_children`` children exist, all FINISHED.
+
+    Otherwise FAILED.  Returns the status; a parent that has already ended keeps its status.
+    """
+    client = _client(uri)
+    status = str(client.get_run(run_id).info.status)
+    if status != "RUNNING":
+        return status
+    children = child_runs(uri, run_id)
+    done = all(c.info.status == "FINISHED" for c in children)
+    status = "FINISHED" if done and len(children) == expected_children else "FAILED"
+    client.set_terminated(run_id, status)
+    return status
+
+
+def _writer(fd: int) -> None:
+    """The writer process: create the run, then batch metrics into log_batch until told to end.
+
+    It runs as ``python -c _START FD ROOT``, not as a multiprocessing child: "spawn" inside a
+    joblib (loky) worker fails ("cannot find context for 'loky'"), daemonic workers may not have
+    children, and spawn re-imports the caller's __main__ (the Hydra app, ≈ 0.4 s).
+    """
+    conn = Connection(fd)
+    run_id, run_name = None, "?"
+    try:
+        uri, experiment_id, run_name, params, tags = conn.recv()
+        from mlflow.entities import Metric, Param, RunTag
+
+        client = _client(uri)
+        run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+        client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
+        conn.send(("ready", run_id))
+        pending: list[Metric] = []
+        keys: tuple[str, ...] = ()
+        while True:
+            if pending and (len(pending) >= _BATCH or not conn.poll()):
+                client.log_batch(run_id, metrics=pending[:_BATCH])
+                del pending[:_BATCH]
+                continue
+            try:
+                kind, *args = conn.recv()
+            except EOFError:  # the training process vanished without end()
+                kind, args = "end", ["KILLED"]
+            if kind == "metrics":
+                step, timestamp, new_keys, values = args
+                keys = keys if new_keys is None else new_keys
+                pending.extend(
+                    Metric(k, v, timestamp, step) for k, v in zip(keys, values, strict=True)
+                )
+            elif kind == "tags":
+                client.log_batch(run_id, tags=[RunTag(k, v) for k, v in args[0].items()])
+            elif kind == "artifact":
+                client.log_artifact(run_id, *args)
+            elif kind == "end":
+                for i in range(0, len(pending), _BATCH):
+                    client.log_batch(run_id, metrics=pending[i : i + _BATCH])
+                client.set_terminated(run_id, args[0])
+                with contextlib.suppress(OSError):  # nobody listens after EOF
+                    conn.send(("done", None))
+                return
+    except Exception as e:
+        if run_id is not None:
+            with contextlib.suppress(Exception):
+                client.set_terminated(run_id, "FAILED")
+        with contextlib.suppress(OSError):
+            conn.send(("error", f"MLflow writer of run {run_name!r} failed: {e}"))
+    finally:  # every write is committed: skip the ≈ 0.7 s teardown of MLflow's modules
+        sys.stderr.flush()
+        os._exit(0)
+
+
+# sys.path[0] of ``python -c`` is the cwd: the project root replaces it
+_START = "import sys; sys.path[0] = sys.argv[2]; from experiments.tracking import _writer; "
+_START += "_writer(int(sys.argv[1]))"
+
+
+class RunTracker:
+    """One MLflow run, written by a separate process; this side only pickles and sends.
+
+    ``wait=False`` returns at once and lets training overlap the writer's start-up (≈ 2 s:
+    start, ``import mlflow``, create the run); ``run_id`` then waits for it when first read,
+    and a start-up error surfaces at the next call.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        experiment_id: str,
+        run_name: str,
+        *,
+        parent_run_id: str | None,
+        params: dict[str, str],
+        tags: dict[str, str],
+        wait: bool = True,
+    ) -> None:
+        check_tracking_uri(uri)
+        tags = {"mlflow.source.name": sys.argv[0], "mlflow.source.type": "LOCAL", **tags}
+        if parent_run_id is not None:
+            tags["mlflow.parentRunId"] = parent_run_id
+        params = {k: str(v) for k, v in params.items()}
+        self._run_name, self._run_id, self._error = run_name, "", ""
+        self._ended = False
+        self._keys: tuple[str, ...] = ()  # the keys of the last log_metrics
+        self._checked: set[str] = set()  # valid metric keys
+        self._backlog: list[tuple[object, ...]] = []
+        ours, theirs = socket.socketpair()  # what multiprocessing.Pipe() builds on POSIX
+        with theirs:
+            fd = theirs.fileno()
+            try:
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-c", _START, str(fd), str(PROJECT_ROOT)],
+                    pass_fds=[fd],
+                    start_new_session=True,  # Ctrl-C or a kill of our group leaves it to finish
+                )
+            except OSError as e:
+                raise TrackingError(f"cannot start the MLflow writer process: {e}") from None
+        self._conn = Connection(ours.detach())
+        self._conn.send((uri, experiment_id, run_name, params, tags))
+        atexit.register(self._at_exit)
+        if wait:
+            _ = self.run_id
+
+    def _wait_ready(self) -> None:
+        if not self._run_id and not self._error:
+            if self._conn.poll(60):
+                self._receive()
+            else:
+                self._error = f"MLflow writer of run {self._run_name!r} did not start in 60 s"
+
+    @property
+    def run_id(self) -> str:
+        """The run's id, waiting (≤ 60 s) for the writer to create the run."""
+        self._wait_ready()
+        if not self._run_id:
+            with contextlib.suppress(TrackingError):
+                self.end()  # stops the writer
+            raise TrackingError(self._error)
+        return self._run_id
+
+    def _receive(self) -> str:
+        """Take one report of the writer: its run id, an error (a closed pipe included), done."""
+        try:
+            kind, value = self._conn.recv()
+        except (EOFError, OSError):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(1)
+            kind, value = "error", f"MLflow writer process died (exit code {self._proc.poll()})"
+        if kind == "ready":
+            self._run_id = str(value)
+        elif kind == "error":
+            self._error = self._error or str(value)
+        return str(kind)
+
+    def _send(self, message: tuple[object, ...]) -> None:
+        if self._ended:
+            raise TrackingError(f"run {self._run_name!r} has already ended")
+        while not self._error and self._conn.poll():  # a report, or EOF if the writer died
+            self._receive()
+        if self._error:
+            raise TrackingError(self._error)
+        self._backlog.append(message)
+        if not self._run_id:  # the writer is starting: queue here, a socket holds ~100 messages
+            return
+        try:
+            for queued in self._backlog:
+                self._conn.send(queued)
+        except OSError:
+            self._receive()
+            raise TrackingError(self._error) from None
+        self._backlog.clear()
+
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        """Queue metrics for the writer; NaN is kept, MLflow stores ±inf as ±1.797e308."""
+        keys = tuple(metrics)
+        if keys != self._keys:  # other keys than last time: send them, check new ones
+            for key in set(keys) - self._checked:
+                if not _KEY.fullmatch(key) or posixpath.normpath(key) != key or key[0] == "/":
+                    raise TrackingError(f"invalid metric key {key!r}: use [/\\w.\\- ], ≤ 250 chars")
+                self._checked.add(key)
+        values = [float(v) for v in metrics.values()]
+        new_keys = keys if keys != self._keys else None
+        self._send(("metrics", int(step), int(time.time() * 1000), new_keys, values))
+        self._keys = keys
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self._send(("tags", {k: str(v) for k, v in tags.items()}))
+
+    def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
+        """The writer uploads the file later: it must stay in place until ``end()``."""
+        self._send(("artifact", str(Path(local_path).absolute()), artifact_path))
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Flush, mark the run ``status`` and stop the writer; TrackingError if a write failed.
+
+        After a failure the writer has already tried to mark the run FAILED.
+        """
+        if self._ended:
+            return
+        try:
+            self._wait_ready()
+            self._send(("end", status))
+            while self._receive() not in ("done", "error"):  # a dead writer reads as EOF
+                pass
+        except TrackingError:
+            pass
+        finally:
+            self._ended = True
+            atexit.unregister(self._at_exit)
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._conn.close()
+        if self._error:
+            raise TrackingError(self._error)
+
+    def _at_exit(self) -> None:
+        with contextlib.suppress(TrackingError):
+            self.end("FAILED")  # the interpreter exits without end(): something went wrong
+
+    def __enter__(self) -> RunTracker:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Never swallows the exception: the run ends KILLED (Ctrl-C, or SystemExit with a
+        signal's code ≥ 128), FINISHED (SystemExit 0) or FAILED."""
+        if exc is None:
+            return self.end()
+        code = exc.code if isinstance(exc, SystemExit) else 1
+        if isinstance(exc, KeyboardInterrupt) or (isinstance(code, int) and code >= 128):
+            status = "KILLED"
+        else:
+            status = "FINISHED" if code in (None, 0) else "FAILED"
+        try:
+            if status == "FAILED":
+                self.set_tags({"error": f"{type(exc).__name__}: {exc}"[:5000]})
+            self.end(status)
+        except TrackingError as e:  # do not mask the exception on its way up
+            print(f"tracking: {e}", file=sys.stderr)
+
+
+class NullTracker:
+    """The RunTracker interface, doing nothing (mlflow.enabled=false)."""
+
+    run_id: str | None = None
+
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        pass
+
+    def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
+        pass
+
+    def end(self, status: str = "FINISHED") -> None:
+        pass
+
+    def __enter__(self) -> NullTracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass

@@ -1,0 +1,183 @@
+"""Train one config and track it in MLflow.
+
+    python -m experiments.train                                  # one small run
+    python -m experiments.train -m experiment=activations        # a preset sweep
+    python -m experiments.train -m activation=relu,tanh model.depth=2,8,32
+
+A bad config value fails before anything is trained or logged, with one line naming the key,
+the value and what is allowed.  In a sweep, each job prints one line with its outcome; a job
+that fails is recorded as a FAILED run and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import hydra
+import numpy as np
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from threadpoolctl import threadpool_limits
+
+import bpcore
+from experiments.config import ConfigError, Experiment, build, register_configs
+from experiments.diagnostics import DiagnosticsRecorder
+from experiments.progress import ProgressBar
+from experiments.provenance import flat_params, git_commit, run_name
+from experiments.sweep import SweepInfo
+from experiments.tracking import (
+    NullTracker,
+    RunTracker,
+    TrackingError,
+    check_tracking_uri,
+    default_tracking_uri,
+    prepare_experiment,
+)
+
+register_configs()
+
+
+@dataclass
+class Outcome:
+    run_name: str
+    status: str  # FINISHED, FAILED or KILLED (MLflow's run statuses)
+    diverged_at_step: int | None
+    last_epoch: bpcore.EpochReport | None
+    seconds: float
+    error: str | None = None
+
+
+def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = False) -> Outcome:
+    """Build ``cfg``, train it, log everything; a training error ends the run FAILED."""
+    started = time.perf_counter()
+    experiment = build(cfg)
+    swept = sweep.swept_keys if sweep else []
+    name = run_name(cfg, experiment.hidden, experiment.batch_size, swept)
+    tracker = _tracker(cfg, name, sweep)
+    recorder = DiagnosticsRecorder(
+        cfg.log.every_n_steps, sink=tracker.log_metrics, histograms=cfg.log.histograms
+    )
+    callbacks: list[bpcore.Callback] = [recorder]
+    if progress:
+        callbacks.append(ProgressBar(cfg.train.epochs, name))
+    # The writer process needs a core: with tracking on, numpy's BLAS gets one thread (as fast
+    # for the suite's small nets; two threads starve the writer and slow training ~2x).
+    blas_threads = 1 if cfg.mlflow.enabled else None
+    try:
+        with tracker, threadpool_limits(blas_threads):
+            result = bpcore.fit(
+                experiment.net,
+                experiment.data,
+                experiment.loss,
+                experiment.optimizer,
+                batch_size=experiment.batch_size,
+                epochs=cfg.train.epochs,
+                max_steps=cfg.train.max_steps,
+                seed=cfg.seed,
+                callbacks=callbacks,
+            )
+            diverged = result.diverged_at_step is not None
+            tracker.set_tags({"diverged": str(diverged).lower()})
+            if diverged:
+                tracker.set_tags({"diverged_at_step": str(result.diverged_at_step)})
+            with tempfile.TemporaryDirectory() as tmp:
+                for path in _artifacts(Path(tmp), cfg, experiment, recorder):
+                    tracker.log_artifact(path)
+                tracker.end("FINISHED")
+    except Exception as error:  # recorded as a FAILED run by the tracker; the caller decides
+        return Outcome(name, "FAILED", None, None, time.perf_counter() - started, repr(error))
+    seconds = time.perf_counter() - started
+    return Outcome(name, "FINISHED", result.diverged_at_step, result.last_epoch, seconds)
+
+
+def _tracker(cfg: DictConfig, name: str, sweep: SweepInfo | None) -> RunTracker | NullTracker:
+    if not cfg.mlflow.enabled:
+        return NullTracker()
+    tags = {"git_commit": git_commit(), "preset": cfg.preset, "overrides": " ".join(_overrides())}
+    if sweep is not None:
+        uri, experiment_id, parent = sweep.tracking_uri, sweep.experiment_id, sweep.parent_run_id
+        tags["sweep_id"] = parent
+    else:
+        uri = cfg.mlflow.tracking_uri or default_tracking_uri()
+        check_tracking_uri(uri)
+        experiment_id, parent = prepare_experiment(uri, cfg.mlflow.experiment_name), None
+    params = flat_params(cfg)  # the writer starts (≈ 2 s) while training runs: wait=False
+    return RunTracker(
+        uri, experiment_id, name, parent_run_id=parent, params=params, tags=tags, wait=False
+    )
+
+
+def _overrides() -> list[str]:
+    """This job's command-line (and sweep) overrides."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def _artifacts(
+    folder: Path, cfg: DictConfig, experiment: Experiment, recorder: DiagnosticsRecorder
+) -> list[Path]:
+    """config.yaml, overrides.yaml, the diagnostics history and the trained weights."""
+    config, overrides = folder / "config.yaml", folder / "overrides.yaml"
+    OmegaConf.save(cfg, config, resolve=True)
+    OmegaConf.save(OmegaConf.create(_overrides()), overrides)
+    history = folder / "history.npz"
+    recorder.history.save(history)
+    model = folder / "model.npz"
+    net = experiment.net
+    np.savez(
+        model,
+        layer_sizes=np.array(net.layer_sizes),
+        activations=np.array([f.name for f in net.hidden_activations]),
+        output=np.array(net.head.name),
+        **{f"W{l}": w for l, w in enumerate(net.weights)},
+        **{f"b{l}": b for l, b in enumerate(net.biases)},
+    )
+    return [config, overrides, history, model]
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _outcome_line(outcome: Outcome) -> str:
+    if outcome.status != "FINISHED":
+        return f"{outcome.run_name}: {outcome.status} ({outcome.error})"
+    if outcome.diverged_at_step is not None:
+        return f"{outcome.run_name}: diverged at step {outcome.diverged_at_step}"
+    last = outcome.last_epoch
+    assert last is not None
+    accuracy = "" if last.val_accuracy is None else f", val/accuracy {last.val_accuracy:.1%}"
+    return f"{outcome.run_name}: val/loss {last.val_loss:.4g}{accuracy} ({outcome.seconds:.1f} s)"
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point: a single run, or one job of a sweep (``-m``)."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM ends the run KILLED, like Ctrl-C
+    hydra_cfg = HydraConfig.get()
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    try:
+        sweep = SweepInfo.load(Path(hydra_cfg.sweep.dir)) if in_sweep else None
+        outcome = train(cfg, sweep, progress=not in_sweep and sys.stderr.isatty())
+    except (ConfigError, TrackingError) as error:
+        sys.exit(f"error: {error}")
+    if in_sweep:
+        total = sweep.n_jobs if sweep else "?"
+        print(f"[{hydra_cfg.job.num + 1}/{total}] {_outcome_line(outcome)}", flush=True)
+        return
+    print(_outcome_line(outcome))
+    if outcome.status != "FINISHED":
+        sys.exit(1)
+    if cfg.mlflow.enabled:
+        uri = cfg.mlflow.tracking_uri or default_tracking_uri()
+        print(f"tracked in {uri}; browse it with:\n  mlflow ui --backend-store-uri {uri}")
+
+
+if __name__ == "__main__":
+    main()

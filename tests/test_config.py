@@ -1,0 +1,146 @@
+"""Config composition and the range checks: every preset composes, bad values are named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+import bpcore
+from experiments.config import ConfigError, build
+from experiments.provenance import flat_params, run_name
+from experiments.sweep import swept_keys
+
+PRESETS = sorted(
+    p.stem for p in (Path(__file__).resolve().parents[1] / "conf/experiment").glob("*.yaml")
+)
+
+
+def test_default_config_builds_a_small_net(compose_config) -> None:
+    cfg = compose_config()
+    experiment = build(cfg)
+    assert experiment.hidden == [32, 32, 32]
+    assert experiment.net.layer_sizes == [2, 32, 32, 32, 2]
+    assert experiment.loss == "cross_entropy" and experiment.batch_size == 32
+    assert run_name(cfg, experiment.hidden, experiment.batch_size, []) == "tanh-d3-w32-b32-s0"
+    params = flat_params(cfg)
+    assert params["model.depth"] == "3" and params["activation.name"] == "tanh"
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_composes_and_builds(compose_config, preset: str) -> None:
+    cfg = compose_config([f"experiment={preset}"])
+    assert cfg.preset == preset and cfg.mlflow.experiment_name == preset
+    build(cfg)
+
+
+@pytest.mark.parametrize("group", ["activation", "init", "data", "optim"])
+def test_group_options_are_the_registries(compose_config, group: str) -> None:
+    registry = {
+        "activation": bpcore.ACTIVATIONS,
+        "init": bpcore.INITIALIZERS,
+        "data": bpcore.DATASETS,
+        "optim": bpcore.OPTIMIZERS,
+    }[group]
+    for name in registry:
+        cfg = compose_config([f"{group}={name}"])
+        assert cfg[group].name == name
+        build(cfg)
+
+
+def test_overrides_reach_bpcore(compose_config) -> None:
+    cfg = compose_config(
+        [
+            "activation=leaky_relu",
+            "activation.alpha=0.2",
+            "init=normal",
+            "init.std=0.5",
+            "data=moons",
+            "data.n_samples=300",
+            "optim=momentum",
+            "optim.momentum=0.5",
+            "model.hidden=[8,4]",
+            "train.batch_size=full",
+            "train.lr_scaling=linear",
+            "train.reference_batch_size=60",
+        ]
+    )
+    experiment = build(cfg)
+    assert experiment.net.hidden_activations[0].alpha == 0.2
+    assert experiment.net.init.std == 0.5
+    assert experiment.hidden == [8, 4] and experiment.batch_size == 240
+    assert experiment.optimizer.momentum == 0.5
+    assert experiment.optimizer.lr == pytest.approx(0.1 * 240 / 60)
+    name = run_name(cfg, experiment.hidden, 240, ["activation", "optim.momentum"])
+    assert name == "leaky_relu-d2-w8x4-b240-s0-normal-moons-momentum-linear-momentum=0.5"
+
+
+def test_param_budget_keeps_the_parameter_count(compose_config) -> None:
+    counts = {}
+    for depth in (1, 2, 4, 8, 16, 32):
+        cfg = compose_config([f"model.depth={depth}", "model.param_budget=2500"])
+        counts[depth] = build(cfg).net.n_params
+    assert all(abs(n - 2500) / 2500 < 0.1 for n in counts.values()), counts
+
+
+BAD = [
+    (["model.depth=0"], "model.depth=0: an integer ≥ 1"),
+    (["model.width=-4"], "model.width=-4: an integer ≥ 1"),
+    (["model.hidden=[8,0]"], "model.hidden"),
+    (["model.param_budget=5"], "model.param_budget=5"),
+    (["optim.lr=0"], "optim.lr=0"),
+    (["optim.lr=-0.1"], "optim.lr=-0.1"),
+    (["optim.momentum=1.0"], "optim.momentum=1.0"),
+    (["train.batch_size=0"], r"train.batch_size=0: an integer in \[1, 800\]"),
+    (["train.batch_size=801"], r"train.batch_size=801: an integer in \[1, 800\]"),
+    (["train.batch_size=half"], "train.batch_size='half'"),
+    (["train.epochs=0"], "train.epochs=0"),
+    (["train.max_steps=0"], "train.max_steps=0"),
+    (["train.lr_scaling=cubic"], "train.lr_scaling='cubic': one of none, linear, sqrt"),
+    (["log.every_n_steps=0"], "log.every_n_steps=0"),
+    (["seed=-1"], "seed=-1"),
+    (["data.n_samples=3"], "n_samples"),
+    (["data.noise=-1"], "noise"),
+    (["data.name=imagenet"], "unknown dataset 'imagenet'; known: spirals"),
+    (["activation.name=swishy"], "unknown activation 'swishy'; known: identity"),
+    (["activation=tanh", "activation.alpha=0.1"], "activation='tanh'"),
+    (["init.gain=-1"], "gain"),
+    (["model.dtype=float16"], "model.dtype='float16'"),
+    (
+        ["mlflow.tracking_uri=file:///tmp/mlruns"],
+        "mlflow.tracking_uri='file:///tmp/mlruns': a URI with scheme sqlite",
+    ),
+    (["mlflow.tracking_uri=ftp://x"], "mlflow.tracking_uri"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD)
+def test_bad_values_are_named(compose_config, overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build(compose_config(overrides))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["activation=swishy"],
+        ["data=imagenet"],
+        ["model.dept=3"],
+        ["model.depth=abc"],
+        ["optim=rmsprop"],
+    ],
+)
+def test_hydra_rejects_unknown_options_and_types(compose_config, overrides: list[str]) -> None:
+    with pytest.raises((HydraException, OmegaConfBaseException)):
+        compose_config(overrides)
+
+
+def test_swept_keys_are_what_varies_between_jobs() -> None:
+    jobs = [
+        ["activation=relu", "model.depth=2", "optim.lr=0.1"],
+        ["activation=tanh", "model.depth=2", "optim.lr=0.1"],
+        ["activation=relu", "model.depth=2", "optim.lr=0.3"],
+    ]
+    assert swept_keys(jobs) == ["activation", "optim.lr"]

@@ -1,0 +1,215 @@
+"""Gradient-flow diagnostics against independent numpy computations, and the history file."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bpcore
+from bpcore.training import minibatches
+from experiments.diagnostics import (
+    BATCH_LOSS,
+    DiagnosticsRecorder,
+    History,
+    layer_diagnostics,
+    metric_keys,
+)
+
+SIZES = [2, 16, 16, 16, 2]
+LR = 0.1
+F_PRIME = {  # independent f′ from the activations a (or z for relu)
+    "tanh": lambda z, a: 1 - a**2,
+    "sigmoid": lambda z, a: a * (1 - a),
+    "relu": lambda z, a: (z > 0).astype(float),
+}
+MAX_GRAD = {"tanh": 1.0, "sigmoid": 0.25, "relu": 1.0}
+
+
+@pytest.fixture(scope="module")
+def data() -> bpcore.Dataset:
+    return bpcore.make_dataset("spirals", n_samples=200)  # 160 train examples
+
+
+def run(
+    net: bpcore.MLP, data: bpcore.Dataset, recorder: DiagnosticsRecorder, **fit_args: int
+) -> bpcore.FitResult:
+    opt = bpcore.get_optimizer("sgd", lr=LR)
+    return bpcore.fit(net, data, "cross_entropy", opt, callbacks=[recorder], **fit_args)
+
+
+def first_record(history: History) -> dict[str, float]:
+    return {key: float(history.series(key)[1][0]) for key in history.keys}
+
+
+def test_metric_keys_format() -> None:
+    keys = metric_keys(4)
+    assert keys[:4] == [f"grad_norm/layer_0{i}" for i in range(1, 5)]
+    assert len(keys) == len(set(keys)) == 5 * 4 + 2 * 3
+    assert "saturation/layer_03" in keys and "dead/layer_03" in keys
+    assert not any(
+        k.endswith("layer_04") for k in keys if k.split("/")[0] in ("saturation", "dead")
+    )
+    assert metric_keys(12)[11] == "grad_norm/layer_12"
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu"])
+@pytest.mark.parametrize("batch_size", [160, 32])  # full batch, minibatch
+def test_step_zero_matches_numpy(data: bpcore.Dataset, activation: str, batch_size: int) -> None:
+    net = bpcore.MLP(SIZES, activation=activation, seed=3)
+    ref = bpcore.MLP(SIZES, activation=activation, seed=3)  # the initial parameters
+    sent: list[tuple[int, dict[str, float]]] = []
+    recorder = DiagnosticsRecorder(every_n_steps=100, sink=lambda step, m: sent.append((step, m)))
+    run(net, data, recorder, max_steps=1, batch_size=batch_size)
+    batch = next(minibatches(len(data.x_train), batch_size, np.random.default_rng(0)))  # fit's
+    loss, bp = ref.loss_and_grads(data.x_train[batch], data.y_train[batch], "cross_entropy")
+    step, got = sent[0]  # then an epoch record when the batch is full
+    assert step == 0 and got[BATCH_LOSS] == pytest.approx(loss, rel=1e-12)
+    L = len(SIZES) - 1
+    assert set(got) == {BATCH_LOSS, *metric_keys(L)}
+    for l in range(L):
+        t = f"layer_{l + 1:02d}"
+        g, a = bp.weights[l], bp.activations[l]
+        assert got[f"grad_norm/{t}"] == pytest.approx(np.linalg.norm(g), rel=1e-10)
+        assert got[f"bias_grad_norm/{t}"] == pytest.approx(np.linalg.norm(bp.biases[l]), rel=1e-10)
+        assert got[f"act_mean/{t}"] == pytest.approx(np.mean(a), rel=1e-10, abs=1e-14)
+        assert got[f"act_std/{t}"] == pytest.approx(np.std(a), rel=1e-10)
+        # SGD: ΔW = −lr·g, so ‖ΔW‖/‖W_before‖ = lr‖g‖/‖W₀‖
+        expected = LR * np.linalg.norm(g) / np.linalg.norm(ref.weights[l])
+        assert got[f"update_ratio/{t}"] == pytest.approx(expected, rel=1e-10)
+        if l < L - 1:
+            fp = F_PRIME[activation](bp.zs[l], a)
+            assert got[f"saturation/{t}"] == np.mean(fp < 0.05 * MAX_GRAD[activation])
+            assert got[f"dead/{t}"] == np.mean(np.all(fp == 0, axis=0))
+    assert f"saturation/layer_{L:02d}" not in got and f"dead/layer_{L:02d}" not in got
+
+
+def test_float32_net_accumulates_in_float64(data: bpcore.Dataset) -> None:
+    net = bpcore.MLP(SIZES, activation="tanh", dtype="float32")
+    recorder = DiagnosticsRecorder(1)
+    run(net, data, recorder, max_steps=1)
+    ref = bpcore.MLP(SIZES, activation="tanh", dtype="float32")
+    _, bp = ref.loss_and_grads(data.x_train, data.y_train, "cross_entropy")
+    got = first_record(recorder.history)["grad_norm/layer_02"]
+    assert got == pytest.approx(np.linalg.norm(bp.weights[1].astype(np.float64)), rel=1e-5)
+
+
+@pytest.mark.parametrize(("scale", "low", "high"), [(1e3, 0.9, 1.0), (1e-6, 0.0, 0.0)])
+def test_sigmoid_saturation_with_huge_and_tiny_weights(
+    data: bpcore.Dataset, scale: float, low: float, high: float
+) -> None:
+    net = bpcore.MLP(SIZES, activation="sigmoid")
+    for W in net.weights:
+        W *= scale
+    recorder = DiagnosticsRecorder(1)
+    run(net, data, recorder, max_steps=1)
+    got = first_record(recorder.history)
+    for l in (1, 2, 3):
+        assert low <= got[f"saturation/layer_{l:02d}"] <= high
+
+
+def test_relu_layer_with_very_negative_bias_is_dead(data: bpcore.Dataset) -> None:
+    net = bpcore.MLP(SIZES, activation="relu")
+    net.biases[1][:] = -1e3
+    recorder = DiagnosticsRecorder(1)
+    run(net, data, recorder, max_steps=1)
+    got = first_record(recorder.history)
+    assert got["dead/layer_02"] == 1.0 and got["saturation/layer_02"] == 1.0
+    assert got["dead/layer_01"] < 1.0
+
+
+def test_recorded_steps_epochs_and_sink(data: bpcore.Dataset) -> None:
+    sent: list[tuple[int, dict[str, float]]] = []
+    recorder = DiagnosticsRecorder(3, sink=lambda step, m: sent.append((step, m)))
+    assert [recorder.wants_step(s) for s in range(4)] == [True, False, False, True]
+    net = bpcore.MLP(SIZES, activation="tanh")
+    run(net, data, recorder, batch_size=32, epochs=2)  # 5 steps per epoch
+    h = recorder.history
+    np.testing.assert_array_equal(h.series("grad_norm/layer_01")[0], [0, 3, 6, 9])
+    np.testing.assert_array_equal(h.series(BATCH_LOSS)[0], [0, 3, 6, 9])
+    steps, epochs = h.series("progress/epoch")
+    np.testing.assert_array_equal(steps, [5, 10])
+    np.testing.assert_array_equal(epochs, [1.0, 2.0])
+    np.testing.assert_array_equal(h.series("progress/examples_seen")[1], [160.0, 320.0])
+    for key in ("train/loss", "val/loss", "train/accuracy", "val/accuracy", "progress/seconds"):
+        assert len(h.series(key)[1]) == 2
+    # the sink got exactly what is stored, nothing else (no histograms)
+    assert sorted({k for _, m in sent for k in m}) == sorted(h.keys)
+    for key in h.keys:
+        want = [(s, m[key]) for s, m in sent if key in m]
+        steps, values = h.series(key)
+        assert want == list(zip(steps.tolist(), values.tolist()))
+    assert all(type(v) is float for _, m in sent for v in m.values())
+
+
+def test_regression_has_no_accuracy() -> None:
+    recorder = DiagnosticsRecorder(1)
+    history = recorder.history
+    recorder.on_epoch_end(bpcore.EpochReport(1, 5, 80, 0.1, 0.5, 0.6, None, None))
+    assert history.keys == [
+        "train/loss", "val/loss", "progress/epoch", "progress/examples_seen", "progress/seconds"
+    ]  # fmt: skip
+
+
+def test_history_round_trip_with_nan_and_histograms(data: bpcore.Dataset, tmp_path: Path) -> None:
+    recorder = DiagnosticsRecorder(2, histograms=True, histogram_bins=20)
+    net = bpcore.MLP(SIZES, activation="relu")
+    run(net, data, recorder, batch_size=40, epochs=2)  # steps 0..7, recorded 0, 2, 4, 6
+    h = recorder.history
+    step_keys = [BATCH_LOSS, *metric_keys(4)]
+    diverging = {key: float(h.series(key)[1][-1]) for key in step_keys}
+    diverging |= {
+        BATCH_LOSS: math.nan,
+        "grad_norm/layer_01": math.inf,
+        "act_mean/layer_03": -math.inf,
+    }
+    diverging["grad_norm/layer_02"] = math.nan
+    h.add("step", 8, diverging)  # a last record as a diverging run would leave it
+    path = tmp_path / "diagnostics.npz"
+    h.save(path)
+    loaded = History.load(path)
+    assert loaded.keys == h.keys and loaded.n_layers == 4
+    for key in h.keys:
+        for want, got in zip(h.series(key), loaded.series(key)):
+            np.testing.assert_array_equal(got, want, strict=True)
+    assert np.isnan(loaded.series("grad_norm/layer_02")[1][-1])
+    with np.load(path, allow_pickle=False) as raw:
+        assert raw["grad_norm"].shape == (5, 4) and raw["saturation"].shape == (5, 3)
+        assert raw["step"].dtype == np.int64 and raw["train_loss"].shape == (2,)
+        meta = json.loads(str(raw["meta"]))
+        assert meta["schema_version"] == 1 and meta["metric_keys"] == h.keys
+        assert raw["hist_activation_counts"].shape == (4, 4, 20)
+    for kind in ("activation", "delta"):
+        steps, edges, counts = loaded.histogram(kind)
+        np.testing.assert_array_equal(steps, [0, 2, 4, 6])
+        assert edges.shape == (4, 21) and np.all(np.diff(edges, axis=1) > 0)
+        np.testing.assert_array_equal(counts.sum(axis=2), np.tile([40 * 16] * 3 + [40 * 2], (4, 1)))
+        for want, got in zip(h.histogram(kind), (steps, edges, counts)):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_histograms_off_by_default(data: bpcore.Dataset, tmp_path: Path) -> None:
+    recorder = DiagnosticsRecorder(1)
+    run(recorder=recorder, net=bpcore.MLP(SIZES), data=data, max_steps=2)
+    recorder.history.save(tmp_path / "h.npz")
+    with np.load(tmp_path / "h.npz", allow_pickle=False) as raw:
+        assert not any(name.startswith("hist") for name in raw.files)
+    with pytest.raises(KeyError):
+        History.load(tmp_path / "h.npz").histogram("activation")
+
+
+def test_direct_call_and_validation(data: bpcore.Dataset) -> None:
+    with pytest.raises(ValueError, match="every_n_steps"):
+        DiagnosticsRecorder(0)
+    net = bpcore.MLP([2, 3, 2], activation="tanh")
+    _, bp = net.loss_and_grads(data.x_train[:4], data.y_train[:4], "cross_entropy")
+    report = bpcore.StepReport(0, 0, 0, 0.7, bp, [], net)  # no update applied
+    got = layer_diagnostics(report)
+    assert list(got) == metric_keys(2) and math.isnan(got["update_ratio/layer_01"])
+    h = History()
+    h.add("step", 0, {"a": 1.0})
+    with pytest.raises(ValueError, match="keys"):
+        h.add("step", 1, {"b": 1.0})

@@ -1,0 +1,214 @@
+"""End to end: `python -m experiments.train` runs and sweeps on a real temporary sqlite store."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from experiments.diagnostics import History
+from experiments.tracking import prepare_experiment
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["data.n_samples=200", "train.epochs=3", "model.width=8", "log.every_n_steps=5"]
+
+
+def run_train(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``python -m experiments.train ARGS`` from tmp_path, logging to tmp_path/mlflow.db."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.train", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def client(tmp_path: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+
+
+def runs(tmp_path: Path, experiment: str) -> list:
+    c = client(tmp_path)
+    exp = c.get_experiment_by_name(experiment)
+    return [] if exp is None else c.search_runs([exp.experiment_id], max_results=1000)
+
+
+def test_single_run_layout(tmp_path: Path) -> None:
+    done = run_train(tmp_path, *TINY)
+    assert done.returncode == 0, done.stderr
+    assert "tanh-d3-w8-b32-s0: val/loss" in done.stdout
+    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/mlflow.db" in done.stdout
+    (run,) = runs(tmp_path, "default")
+    assert run.info.status == "FINISHED" and run.info.run_name == "tanh-d3-w8-b32-s0"
+    assert "mlflow.parentRunId" not in run.data.tags
+    assert run.data.params["model.depth"] == "3" and run.data.params["data.n_samples"] == "200"
+    assert run.data.tags["diverged"] == "false" and len(run.data.tags["git_commit"]) >= 7
+    metrics = run.data.metrics
+    for key in (
+        "train/loss",
+        "val/loss",
+        "val/accuracy",
+        "grad_norm/layer_01",
+        "grad_norm/layer_04",
+        "bias_grad_norm/layer_02",
+        "act_mean/layer_01",
+        "act_std/layer_03",
+        "saturation/layer_03",
+        "dead/layer_01",
+        "update_ratio/layer_04",
+    ):
+        assert key in metrics, key
+    history = client(tmp_path).get_metric_history(run.info.run_id, "grad_norm/layer_01")
+    assert [m.step for m in history] == [0, 5, 10]  # 160 train / 32 = 5 steps × 3 epochs: 0…14
+    artifacts = {a.path for a in client(tmp_path).list_artifacts(run.info.run_id)}
+    assert artifacts == {"config.yaml", "overrides.yaml", "history.npz", "model.npz"}
+    assert (tmp_path / "mlartifacts").is_dir() and not (tmp_path / "mlruns").exists()
+    path = client(tmp_path).download_artifacts(run.info.run_id, "history.npz", str(tmp_path))
+    _, values = History.load(path).series("grad_norm/layer_01")
+    np.testing.assert_array_equal(values, [m.value for m in history])
+    model = np.load(
+        client(tmp_path).download_artifacts(run.info.run_id, "model.npz", str(tmp_path)),
+        allow_pickle=False,
+    )
+    assert model["W0"].shape == (2, 8)
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_sweep_nests_runs_under_a_parent(tmp_path: Path, launcher: str) -> None:
+    args = ["-m", "activation=relu,tanh", "model.depth=1,2", *TINY, f"hydra/launcher={launcher}"]
+    if launcher == "joblib":
+        args.append("hydra.launcher.n_jobs=2")
+    done = run_train(tmp_path, *args)
+    assert done.returncode == 0, done.stderr
+    outcome_lines = [line for line in done.stdout.splitlines() if re.match(r"\[\d/4\] ", line)]
+    assert len(outcome_lines) == 4 and all("val/loss" in line for line in outcome_lines)
+    found = runs(tmp_path, "default")
+    parents = [r for r in found if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in found if r.data.tags.get("mlflow.parentRunId")]
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0]
+    assert parent.info.status == "FINISHED" and parent.info.run_name.startswith("default-")
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert {c.data.tags["sweep_id"] for c in children} == {parent.info.run_id}
+    assert {c.info.run_name for c in children} == {
+        "relu-d1-w8-b32-s0",
+        "relu-d2-w8-b32-s0",
+        "tanh-d1-w8-b32-s0",
+        "tanh-d2-w8-b32-s0",
+    }
+    assert all(c.info.status == "FINISHED" for c in children)
+
+
+def test_same_config_and_seed_give_identical_metrics_with_both_launchers(tmp_path: Path) -> None:
+    histories = {}
+    for launcher in ("basic", "joblib"):
+        folder = tmp_path / launcher
+        folder.mkdir()
+        done = run_train(
+            folder, "-m", "seed=3", "activation=relu", *TINY, f"hydra/launcher={launcher}"
+        )
+        assert done.returncode == 0, done.stderr
+        (child,) = [r for r in runs(folder, "default") if r.data.tags.get("mlflow.parentRunId")]
+        c = client(folder)
+        histories[launcher] = {
+            k: [(m.step, m.value) for m in c.get_metric_history(child.info.run_id, k)]
+            for k in ("val/loss", "grad_norm/layer_02", "update_ratio/layer_01")
+        }
+    assert histories["basic"] == histories["joblib"]
+
+
+def test_bad_value_in_one_job_creates_nothing(tmp_path: Path) -> None:
+    done = run_train(tmp_path, "-m", "model.depth=2,0", *TINY)
+    assert done.returncode != 0
+    assert "model.depth=0: an integer ≥ 1 (in the sweep job model.depth=0" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert runs(tmp_path, "default") == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["activation=swishy"], "Could not find 'activation/swishy'"),
+        (["model.depth=0"], "model.depth=0: an integer ≥ 1"),
+        (["model.width=-3"], "model.width=-3"),
+        (["optim.lr=0"], "optim.lr=0"),
+        (["train.batch_size=0"], "train.batch_size=0"),
+        (["train.batch_size=100000"], "train.batch_size=100000"),
+        (["data=imagenet"], "Could not find 'data/imagenet'"),
+        (["mlflow.tracking_uri=file:///tmp/x"], "mlflow.tracking_uri='file:///tmp/x'"),
+    ],
+)
+def test_bad_overrides_fail_cleanly(tmp_path: Path, args: list[str], message: str) -> None:
+    done = run_train(tmp_path, *args)
+    assert done.returncode != 0
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert runs(tmp_path, "default") == []
+
+
+def test_divergence_ends_finished_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    args = ["optim.lr=0.01,1e5", "data=teacher", "activation=relu", "init=he_normal"]
+    done = run_train(tmp_path, "-m", *args, *TINY, "train.batch_size=16", "train.epochs=20")
+    assert done.returncode == 0, done.stderr
+    assert "diverged at step" in done.stdout
+    children = [r for r in runs(tmp_path, "default") if r.data.tags.get("mlflow.parentRunId")]
+    assert sorted(r.data.tags["diverged"] for r in children) == ["false", "true"]
+    (diverged,) = [r for r in children if r.data.tags["diverged"] == "true"]
+    assert diverged.info.status == "FINISHED" and int(diverged.data.tags["diverged_at_step"]) >= 0
+
+
+def test_sigterm_ends_the_run_killed_with_metrics_flushed(tmp_path: Path) -> None:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    prepare_experiment(env["MLFLOW_TRACKING_URI"], "default")  # so polling never races a migration
+    process = subprocess.Popen(
+        [sys.executable, "-m", "experiments.train", "train.epochs=100000", "log.every_n_steps=1"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        found = runs(tmp_path, "default")
+        if found and "grad_norm/layer_01" in found[0].data.metrics:
+            break
+        time.sleep(0.5)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
+    assert process.returncode != 0
+    (run,) = runs(tmp_path, "default")
+    assert run.info.status == "KILLED"
+    history = client(tmp_path).get_metric_history(run.info.run_id, "grad_norm/layer_01")
+    assert len(history) > 10 and [m.step for m in history] == list(range(len(history)))
+
+
+def test_an_exception_ends_the_run_failed_with_the_error(
+    tmp_path: Path, compose_config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: training raises; the run ends FAILED, the error is a tag, nothing hangs."""
+    from experiments import train as app
+
+    def broken_fit(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("injected fault")
+
+    monkeypatch.setattr(app.bpcore, "fit", broken_fit)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    outcome = app.train(compose_config([*TINY, f"mlflow.tracking_uri={uri}"]))
+    assert outcome.status == "FAILED" and "injected fault" in (outcome.error or "")
+    (run,) = runs(tmp_path, "default")
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"] == "RuntimeError: injected fault"

@@ -1,0 +1,221 @@
+"""experiments.tracking against real temporary sqlite stores (no mocks).
+
+Each RunTracker spawns a writer that imports MLflow (≈ 2–3 s), so the slow tests share runs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import pytest
+from joblib import Parallel, delayed
+from mlflow import MlflowClient
+
+from experiments.tracking import (
+    PROJECT_ROOT,
+    NullTracker,
+    RunTracker,
+    TrackingError,
+    check_tracking_uri,
+    child_runs,
+    default_tracking_uri,
+    finish_parent_run,
+    prepare_experiment,
+    start_parent_run,
+)
+
+STEPS, KEYS = 40, [f"grad_norm/layer_{i:02d}" for i in range(30)]
+
+
+def store(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/db/mlflow.db"
+
+
+def history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    return [(m.step, m.value) for m in MlflowClient(uri).get_metric_history(run_id, key)]
+
+
+@pytest.mark.parametrize(
+    "uri", ["file:/tmp/mlruns", "file:///tmp/mlruns", "/tmp/mlruns", "foo://x"]
+)
+def test_bad_uri_names_the_allowed_schemes(uri: str) -> None:
+    with pytest.raises(TrackingError, match=r"not supported.*sqlite.*postgresql.*http") as info:
+        check_tracking_uri(uri)
+    assert repr(uri) in str(info.value)
+    assert ("file store" in str(info.value)) == (uri != "foo://x")
+
+
+def test_unreachable_server_fails_within_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        monkeypatch.setenv(key, "x")  # so that teardown restores the original state
+        monkeypatch.delenv(key)
+    started = time.perf_counter()
+    with pytest.raises(TrackingError, match=r"tracking server at http://127.0.0.1:9 is not reach"):
+        check_tracking_uri("http://127.0.0.1:9")
+    assert time.perf_counter() - started < 10
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"  # later failures surface fast
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "10"
+
+
+def test_default_uri_is_the_project_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert default_tracking_uri() == f"sqlite:///{PROJECT_ROOT}/mlflow.db"
+    assert (PROJECT_ROOT / "pyproject.toml").is_file() and PROJECT_ROOT.is_absolute()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://example.org")
+    assert default_tracking_uri() == "http://example.org"
+
+
+def test_sqlite_parent_directory_is_created(tmp_path: Path) -> None:
+    check_tracking_uri(f"sqlite:///{tmp_path}/a/b/mlflow.db")
+    assert (tmp_path / "a" / "b").is_dir()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(TrackingError, match="cannot create"):
+        check_tracking_uri(f"sqlite:///{tmp_path}/file/mlflow.db")
+
+
+def test_null_tracker_does_nothing(tmp_path: Path) -> None:
+    with NullTracker() as tracker:
+        tracker.log_metrics(0, {"loss": 1.0})
+        tracker.set_tags({"a": "b"})
+        tracker.log_artifact(tmp_path / "missing.txt")
+        tracker.end()
+    assert tracker.run_id is None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_finish_parent_run_needs_every_expected_child_finished(tmp_path: Path) -> None:
+    uri = store(tmp_path)
+    experiment_id = prepare_experiment(uri, "nesting")
+    assert prepare_experiment(uri, "nesting") == experiment_id  # existing: same id
+    client = MlflowClient(uri)
+
+    def parent_with(statuses: list[str]) -> str:
+        parent = start_parent_run(uri, experiment_id, "sweep", {"sweep": "x"})
+        for status in statuses:
+            run = client.create_run(experiment_id, tags={"mlflow.parentRunId": parent})
+            client.set_terminated(run.info.run_id, status)
+        return parent
+
+    ok, one_failed, too_few = (
+        parent_with(s) for s in (["FINISHED"] * 3, ["FINISHED", "FAILED"], ["FINISHED"])
+    )
+    assert client.get_run(ok).info.status == "RUNNING"
+    assert finish_parent_run(uri, ok, 3) == "FINISHED"
+    assert finish_parent_run(uri, ok, 3) == "FINISHED"  # idempotent
+    assert finish_parent_run(uri, one_failed, 2) == "FAILED"
+    assert finish_parent_run(uri, too_few, 2) == "FAILED"
+    assert [client.get_run(r).info.status for r in (ok, one_failed, too_few)] == [
+        "FINISHED",
+        "FAILED",
+        "FAILED",
+    ]
+    assert len(child_runs(uri, ok)) == 3 and len(child_runs(uri, too_few)) == 1
+
+
+def job(uri: str, experiment_id: str, parent: str, index: int, folder: str) -> str:
+    """One sweep job, as a Hydra joblib worker would run it."""
+    artifact = Path(folder) / f"result_{index}.txt"
+    artifact.write_text(f"job {index}\n")
+    params = {"index": str(index)} | {f"p{i:03d}": str(i) for i in range(150)}  # > 100: split
+    wait = index % 2 == 0  # both ways of starting
+    tags = {"job": str(index)}
+    tracker = RunTracker(uri, experiment_id, f"job{index}", parent_run_id=parent, params=params,
+                         tags=tags, wait=wait)  # fmt: skip
+    with tracker:
+        for step in range(STEPS):
+            tracker.log_metrics(step, {key: step + index / 10 for key in KEYS})
+        tracker.log_artifact(artifact, "results")
+    return tracker.run_id
+
+
+@pytest.mark.slow
+def test_parallel_jobs_on_a_fresh_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    uri, cwd = store(tmp_path), tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # the jobs' working directory: nothing may land here
+    experiment_id = prepare_experiment(uri, "parallel sweep/1")  # once, before the jobs
+    parent = start_parent_run(uri, experiment_id, "sweep", {})
+    with Parallel(n_jobs=4, backend="loky") as parallel:
+        run_ids = parallel(
+            delayed(job)(uri, experiment_id, parent, i, str(tmp_path)) for i in range(4)
+        )
+    assert finish_parent_run(uri, parent, 4) == "FINISHED"
+    children = child_runs(uri, parent)
+    assert sorted(r.info.run_id for r in children) == sorted(run_ids)
+    for i, run in enumerate(sorted(children, key=lambda r: int(r.data.params["index"]))):
+        assert run.info.status == "FINISHED"
+        assert len(run.data.params) == 151 and run.data.tags["job"] == str(i)
+        for key in (KEYS[0], KEYS[-1]):
+            assert history(uri, run.info.run_id, key) == [(s, s + i / 10) for s in range(STEPS)]
+        uploaded = (
+            Path(run.info.artifact_uri.removeprefix("file://")) / "results" / f"result_{i}.txt"
+        )
+        assert uploaded.read_text() == f"job {i}\n"
+        assert uploaded.is_relative_to(tmp_path / "db" / "mlartifacts" / "parallel_sweep_1")
+    assert list(cwd.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_exception_fails_the_run_and_keeps_its_metrics(tmp_path: Path) -> None:
+    uri = store(tmp_path)
+    experiment_id = prepare_experiment(uri, "failures")
+    tracker = RunTracker(
+        uri, experiment_id, "crash", parent_run_id=None, params={"lr": "0.1"}, tags={}
+    )
+    with pytest.raises(ZeroDivisionError), tracker:
+        for step in range(5):
+            tracker.log_metrics(step, {"loss": 1 / (step + 1), "odd": float("nan")})
+        tracker.log_metrics(5, {"odd": float("inf"), "neg": -math.inf})
+        with pytest.raises(TrackingError, match="invalid metric key"):
+            tracker.log_metrics(6, {"bad key!": 1.0})
+        tracker.set_tags({"stage": "training"})
+        _ = 1 / 0
+    run = MlflowClient(uri).get_run(tracker.run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.params == {"lr": "0.1"} and run.data.tags["stage"] == "training"
+    assert history(uri, tracker.run_id, "loss") == [(s, 1 / (s + 1)) for s in range(5)]
+    odd = history(uri, tracker.run_id, "odd")
+    assert all(math.isnan(v) for _, v in odd[:5]) and odd[5] == (5, 1.7976931348623157e308)
+    assert history(uri, tracker.run_id, "neg") == [(5, -1.7976931348623157e308)]
+    with pytest.raises(TrackingError, match="already ended"):
+        tracker.log_metrics(7, {"loss": 0.0})
+    tracker.end()  # idempotent
+
+    interrupted = RunTracker(uri, experiment_id, "ctrl-c", parent_run_id=None, params={}, tags={})
+    with pytest.raises(KeyboardInterrupt), interrupted:
+        interrupted.log_metrics(0, {"loss": 1.0})
+        raise KeyboardInterrupt
+    assert MlflowClient(uri).get_run(interrupted.run_id).info.status == "KILLED"
+
+
+@pytest.mark.slow
+def test_writer_failures_surface_as_tracking_errors(tmp_path: Path) -> None:
+    uri = store(tmp_path)
+    experiment_id = prepare_experiment(uri, "writer failures")
+    tracker = RunTracker(uri, experiment_id, "lost file", parent_run_id=None, params={}, tags={})
+    tracker.log_metrics(0, {"loss": 1.0})
+    tracker.log_artifact(tmp_path / "deleted-too-early.txt")  # the upload fails in the writer
+    with pytest.raises(TrackingError, match="writer of run 'lost file' failed"):
+        for step in range(1, 200):  # the error arrives within a few calls
+            tracker.log_metrics(step, {"loss": 1.0})
+            time.sleep(0.01)
+    with pytest.raises(TrackingError, match="failed"):
+        tracker.end()
+    assert MlflowClient(uri).get_run(tracker.run_id).info.status == "FAILED"
+
+    with pytest.raises(TrackingError, match="No Experiment with id=999"):
+        RunTracker(uri, "999", "nowhere", parent_run_id=None, params={}, tags={})
+
+    killed = RunTracker(uri, experiment_id, "killed writer", parent_run_id=None, params={}, tags={})
+    killed._proc.kill()  # as if the OOM killer took it: main must not hang
+    killed._proc.wait()
+    started = time.perf_counter()
+    with pytest.raises(TrackingError, match=r"writer process died \(exit code -9\)"):
+        killed.log_metrics(0, {"loss": 1.0})
+    with pytest.raises(TrackingError, match="died"):
+        killed.end()
+    assert time.perf_counter() - started < 5
