@@ -87,7 +87,7 @@ class TrainConf:
 
 @dataclass
 class LogConf:
-    every_n_steps: int = 25  # diagnostics at step 0 and every n optimizer steps
+    every_n_steps: int = 100  # diagnostics at step 0 and every n optimizer steps
     histograms: bool = False  # per-layer activation/gradient histograms (history file only)
 
 

@@ -45,6 +45,7 @@ _HTTP_ENV = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
 _BATCH = 1000  # MLflow's limit of metrics per log_batch
+_LULL_SECONDS = 0.5  # the writer flushes a partial batch after this long without new metrics
 _KEY = re.compile(r"[/\w.\- ]{1,250}")  # MLflow's metric-key rule (its ':' fails on Windows)
 
 
@@ -177,17 +178,18 @@ def _writer(fd: int) -> None:
     conn = Connection(fd)
     run_id, run_name = None, "?"
     try:
-        uri, experiment_id, run_name, params, tags = conn.recv()
+        uri, experiment, run_name, params, tags = conn.recv()
         from mlflow.entities import Metric, Param, RunTag
 
         client = _client(uri)
+        experiment_id = experiment.get("id") or prepare_experiment(uri, experiment["name"])
         run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
         client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
         conn.send(("ready", run_id))
         pending: list[Metric] = []
         keys: tuple[str, ...] = ()
-        while True:
-            if pending and (len(pending) >= _BATCH or not conn.poll()):
+        while True:  # write full batches (≈ 0.07 ms/metric vs 0.15 for ~100), or after a lull
+            if len(pending) >= _BATCH or (pending and not conn.poll(_LULL_SECONDS)):
                 client.log_batch(run_id, metrics=pending[:_BATCH])
                 del pending[:_BATCH]
                 continue
@@ -233,13 +235,15 @@ class RunTracker:
 
     ``wait=False`` returns at once and lets training overlap the writer's start-up (≈ 2 s:
     start, ``import mlflow``, create the run); ``run_id`` then waits for it when first read,
-    and a start-up error surfaces at the next call.
+    and a start-up error surfaces at the next call.  ``experiment`` is ``{"id": …}``, or
+    ``{"name": …}`` for the writer to prepare it (a single run: this process then never
+    imports MLflow).
     """
 
     def __init__(
         self,
         uri: str,
-        experiment_id: str,
+        experiment: dict[str, str],
         run_name: str,
         *,
         parent_run_id: str | None,
@@ -269,7 +273,7 @@ class RunTracker:
             except OSError as e:
                 raise TrackingError(f"cannot start the MLflow writer process: {e}") from None
         self._conn = Connection(ours.detach())
-        self._conn.send((uri, experiment_id, run_name, params, tags))
+        self._conn.send((uri, experiment, run_name, params, tags))
         atexit.register(self._at_exit)
         if wait:
             _ = self.run_id

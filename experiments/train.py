@@ -38,7 +38,6 @@ from experiments.tracking import (
     TrackingError,
     check_tracking_uri,
     default_tracking_uri,
-    prepare_experiment,
 )
 
 register_configs()
@@ -102,15 +101,16 @@ def _tracker(cfg: DictConfig, name: str, sweep: SweepInfo | None) -> RunTracker 
         return NullTracker()
     tags = {"git_commit": git_commit(), "preset": cfg.preset, "overrides": " ".join(_overrides())}
     if sweep is not None:
-        uri, experiment_id, parent = sweep.tracking_uri, sweep.experiment_id, sweep.parent_run_id
+        uri, parent = sweep.tracking_uri, sweep.parent_run_id
+        experiment = {"id": sweep.experiment_id}
         tags["sweep_id"] = parent
-    else:
-        uri = cfg.mlflow.tracking_uri or default_tracking_uri()
-        check_tracking_uri(uri)
-        experiment_id, parent = prepare_experiment(uri, cfg.mlflow.experiment_name), None
+    else:  # the writer creates store and experiment: this process never imports MLflow
+        uri, parent = cfg.mlflow.tracking_uri or default_tracking_uri(), None
+        experiment = {"name": cfg.mlflow.experiment_name}
+        check_tracking_uri(uri)  # fails in seconds, before training
     params = flat_params(cfg)  # the writer starts (≈ 2 s) while training runs: wait=False
     return RunTracker(
-        uri, experiment_id, name, parent_run_id=parent, params=params, tags=tags, wait=False
+        uri, experiment, name, parent_run_id=parent, params=params, tags=tags, wait=False
     )
 
 

@@ -123,8 +123,15 @@ def job(uri: str, experiment_id: str, parent: str, index: int, folder: str) -> s
     params = {"index": str(index)} | {f"p{i:03d}": str(i) for i in range(150)}  # > 100: split
     wait = index % 2 == 0  # both ways of starting
     tags = {"job": str(index)}
-    tracker = RunTracker(uri, experiment_id, f"job{index}", parent_run_id=parent, params=params,
-                         tags=tags, wait=wait)  # fmt: skip
+    tracker = RunTracker(
+        uri,
+        {"id": experiment_id},
+        f"job{index}",
+        parent_run_id=parent,
+        params=params,
+        tags=tags,
+        wait=wait,
+    )
     with tracker:
         for step in range(STEPS):
             tracker.log_metrics(step, {key: step + index / 10 for key in KEYS})
@@ -164,7 +171,7 @@ def test_exception_fails_the_run_and_keeps_its_metrics(tmp_path: Path) -> None:
     uri = store(tmp_path)
     experiment_id = prepare_experiment(uri, "failures")
     tracker = RunTracker(
-        uri, experiment_id, "crash", parent_run_id=None, params={"lr": "0.1"}, tags={}
+        uri, {"id": experiment_id}, "crash", parent_run_id=None, params={"lr": "0.1"}, tags={}
     )
     with pytest.raises(ZeroDivisionError), tracker:
         for step in range(5):
@@ -185,7 +192,9 @@ def test_exception_fails_the_run_and_keeps_its_metrics(tmp_path: Path) -> None:
         tracker.log_metrics(7, {"loss": 0.0})
     tracker.end()  # idempotent
 
-    interrupted = RunTracker(uri, experiment_id, "ctrl-c", parent_run_id=None, params={}, tags={})
+    interrupted = RunTracker(
+        uri, {"id": experiment_id}, "ctrl-c", parent_run_id=None, params={}, tags={}
+    )
     with pytest.raises(KeyboardInterrupt), interrupted:
         interrupted.log_metrics(0, {"loss": 1.0})
         raise KeyboardInterrupt
@@ -196,7 +205,9 @@ def test_exception_fails_the_run_and_keeps_its_metrics(tmp_path: Path) -> None:
 def test_writer_failures_surface_as_tracking_errors(tmp_path: Path) -> None:
     uri = store(tmp_path)
     experiment_id = prepare_experiment(uri, "writer failures")
-    tracker = RunTracker(uri, experiment_id, "lost file", parent_run_id=None, params={}, tags={})
+    tracker = RunTracker(
+        uri, {"id": experiment_id}, "lost file", parent_run_id=None, params={}, tags={}
+    )
     tracker.log_metrics(0, {"loss": 1.0})
     tracker.log_artifact(tmp_path / "deleted-too-early.txt")  # the upload fails in the writer
     with pytest.raises(TrackingError, match="writer of run 'lost file' failed"):
@@ -208,9 +219,11 @@ def test_writer_failures_surface_as_tracking_errors(tmp_path: Path) -> None:
     assert MlflowClient(uri).get_run(tracker.run_id).info.status == "FAILED"
 
     with pytest.raises(TrackingError, match="No Experiment with id=999"):
-        RunTracker(uri, "999", "nowhere", parent_run_id=None, params={}, tags={})
+        RunTracker(uri, {"id": "999"}, "nowhere", parent_run_id=None, params={}, tags={})
 
-    killed = RunTracker(uri, experiment_id, "killed writer", parent_run_id=None, params={}, tags={})
+    killed = RunTracker(
+        uri, {"id": experiment_id}, "killed writer", parent_run_id=None, params={}, tags={}
+    )
     killed._proc.kill()  # as if the OOM killer took it: main must not hang
     killed._proc.wait()
     started = time.perf_counter()
