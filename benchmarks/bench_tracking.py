@@ -1,11 +1,11 @@
 """What tracking costs: a depth-16 run with full diagnostics at the default cadence, with and
 without MLflow (embedded sqlite store in a temp dir).
 
-Each round times ``experiments.train.train(cfg)`` untracked (``mlflow.enabled=false``) and
-tracked, alternately; medians over rounds.  Overhead = (tracked − untracked) / tracked: the
-share of the tracked run's wall time that tracking adds, start-up of the MLflow writer process
-and the final flush included.  Runs of several lengths show the fixed start-up (~2 s of
-``import mlflow`` in the writer, overlapped with training) amortizing.
+Each round times ``experiments.train.train(cfg)`` untracked (``mlflow.enabled=false``),
+tracked with a warm writer (the case of every job after the first in a sweep process) and
+tracked cold (a new writer process: its ≈ 2 s MLflow import overlaps training; a single run).
+Medians over rounds.  Overhead = (tracked − untracked) / tracked: the share of the tracked run's
+wall time that tracking adds, the final flush included.
 
     python benchmarks/bench_tracking.py [--rounds 3] [--epochs 30 120 480]
 """
@@ -21,6 +21,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from experiments.config import register_configs
+from experiments.tracking import close_spare_writers
 from experiments.train import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -42,7 +43,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, nargs="+", default=[30, 120, 480])
     args = parser.parse_args()
     register_configs()
-    columns = ("epochs", "steps", "metrics", "untracked s", "tracked s", "overhead")
+    columns = (
+        "epochs",
+        "steps",
+        "metrics",
+        "untracked s",
+        "warm s",
+        "overhead",
+        "cold s",
+        "overhead",
+    )
     header = " ".join(f"{c:>{max(6, len(c))}}" for c in columns)
     with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(str(CONF), version_base="1.3"):
         uri = f"sqlite:///{tmp}/mlflow.db"
@@ -55,16 +65,19 @@ def main() -> None:
                 f"train.epochs={epochs}",
                 f"mlflow.tracking_uri={uri}",
             ]
-            off, on = [], []
+            off, warm, cold = [], [], []
             for _ in range(args.rounds):
                 seconds, steps = timed_run([*base, "mlflow.enabled=false"])
                 off.append(seconds)
-                on.append(timed_run(base)[0])
+                warm.append(timed_run(base)[0])
+                close_spare_writers()
+                cold.append(timed_run(base)[0])
             n_metrics = (steps // every + 1) * (7 * 17 - 2 + 1) + epochs * 7
-            t_off, t_on = statistics.median(off), statistics.median(on)
+            t_off, t_warm, t_cold = (statistics.median(t) for t in (off, warm, cold))
             print(
-                f"{epochs:>6} {steps:>6} {n_metrics:>8} {t_off:>11.2f} {t_on:>9.2f}"
-                f" {100 * (t_on - t_off) / t_on:>7.1f}%"
+                f"{epochs:>6} {steps:>6} {n_metrics:>7} {t_off:>11.2f} {t_warm:>6.2f}"
+                f" {100 * (t_warm - t_off) / t_warm:>7.1f}% {t_cold:>6.2f}"
+                f" {100 * (t_cold - t_off) / t_cold:>7.1f}%"
             )
 
 

@@ -169,16 +169,30 @@ def finish_parent_run(uri: str, run_id: str, expected_children: int) -> str:
 
 
 def _writer(fd: int) -> None:
-    """The writer process: create the run, then batch metrics into log_batch until told to end.
+    """The writer process: serves one run after another until the training process goes away
+    (the jobs a sweep runs in one process share it and pay MLflow's ≈ 2 s start-up once).
 
     It runs as ``python -c _START FD ROOT``, not as a multiprocessing child: "spawn" inside a
     joblib (loky) worker fails ("cannot find context for 'loky'"), daemonic workers may not have
     children, and spawn re-imports the caller's __main__ (the Hydra app, ≈ 0.4 s).
     """
     conn = Connection(fd)
-    run_id, run_name = None, "?"
+    try:
+        while _write_run(conn):
+            pass
+    finally:  # every write is committed: skip the ≈ 0.7 s teardown of MLflow's modules
+        sys.stderr.flush()
+        os._exit(0)
+
+
+def _write_run(conn: Connection) -> bool:
+    """Create one run, batch its metrics into log_batch until told to end; False: stop serving."""
     try:
         uri, experiment, run_name, params, tags = conn.recv()
+    except EOFError:
+        return False
+    run_id, gone = None, False
+    try:
         from mlflow.entities import Metric, Param, RunTag
 
         client = _client(uri)
@@ -196,7 +210,7 @@ def _writer(fd: int) -> None:
             try:
                 kind, *args = conn.recv()
             except EOFError:  # the training process vanished without end()
-                kind, args = "end", ["KILLED"]
+                kind, args, gone = "end", ["KILLED"], True
             if kind == "metrics":
                 step, timestamp, new_keys, values = args
                 keys = keys if new_keys is None else new_keys
@@ -213,16 +227,47 @@ def _writer(fd: int) -> None:
                 client.set_terminated(run_id, args[0])
                 with contextlib.suppress(OSError):  # nobody listens after EOF
                     conn.send(("done", None))
-                return
+                return not gone
     except Exception as e:
         if run_id is not None:
             with contextlib.suppress(Exception):
                 client.set_terminated(run_id, "FAILED")
         with contextlib.suppress(OSError):
             conn.send(("error", f"MLflow writer of run {run_name!r} failed: {e}"))
-    finally:  # every write is committed: skip the ≈ 0.7 s teardown of MLflow's modules
-        sys.stderr.flush()
-        os._exit(0)
+    return False
+
+
+# Writers whose run ended cleanly, kept for the next run of this process.
+_SPARE_WRITERS: list[tuple[subprocess.Popen[bytes], Connection]] = []
+
+
+def _writer_process() -> tuple[subprocess.Popen[bytes], Connection]:
+    """A spare writer of this process if one is alive, else a new one."""
+    while _SPARE_WRITERS:
+        proc, conn = _SPARE_WRITERS.pop()
+        if proc.poll() is None:
+            return proc, conn
+        conn.close()
+    ours, theirs = socket.socketpair()  # what multiprocessing.Pipe() builds on POSIX
+    with theirs:
+        fd = theirs.fileno()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _START, str(fd), str(PROJECT_ROOT)],
+                pass_fds=[fd],
+                start_new_session=True,  # Ctrl-C or a kill of our group leaves it to finish
+            )
+        except OSError as e:
+            raise TrackingError(f"cannot start the MLflow writer process: {e}") from None
+    return proc, Connection(ours.detach())
+
+
+def close_spare_writers() -> None:
+    """Stop this process's idle writers (the next run starts a new one, paying ≈ 2 s)."""
+    while _SPARE_WRITERS:
+        proc, conn = _SPARE_WRITERS.pop()
+        conn.close()
+        proc.wait(10)
 
 
 # sys.path[0] of ``python -c`` is the cwd: the project root replaces it
@@ -261,18 +306,7 @@ class RunTracker:
         self._keys: tuple[str, ...] = ()  # the keys of the last log_metrics
         self._checked: set[str] = set()  # valid metric keys
         self._backlog: list[tuple[object, ...]] = []
-        ours, theirs = socket.socketpair()  # what multiprocessing.Pipe() builds on POSIX
-        with theirs:
-            fd = theirs.fileno()
-            try:
-                self._proc = subprocess.Popen(
-                    [sys.executable, "-c", _START, str(fd), str(PROJECT_ROOT)],
-                    pass_fds=[fd],
-                    start_new_session=True,  # Ctrl-C or a kill of our group leaves it to finish
-                )
-            except OSError as e:
-                raise TrackingError(f"cannot start the MLflow writer process: {e}") from None
-        self._conn = Connection(ours.detach())
+        self._proc, self._conn = _writer_process()
         self._conn.send((uri, experiment, run_name, params, tags))
         atexit.register(self._at_exit)
         if wait:
@@ -354,24 +388,31 @@ class RunTracker:
         """
         if self._ended:
             return
+        reply = ""
         try:
             self._wait_ready()
             self._send(("end", status))
-            while self._receive() not in ("done", "error"):  # a dead writer reads as EOF
+            while (reply := self._receive()) not in ("done", "error"):  # dead writer: EOF
                 pass
         except TrackingError:
             pass
         finally:
             self._ended = True
             atexit.unregister(self._at_exit)
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._conn.close()
+            if reply == "done" and not self._error:
+                _SPARE_WRITERS.append((self._proc, self._conn))  # serves this process's next run
+            else:
+                self._stop_writer()
         if self._error:
             raise TrackingError(self._error)
+
+    def _stop_writer(self) -> None:
+        self._conn.close()  # EOF: the writer stops serving
+        try:
+            self._proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
 
     def _at_exit(self) -> None:
         with contextlib.suppress(TrackingError):
