@@ -23,3 +23,4 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/bench_step.py
+	$(BIN)/python benchmarks/bench_tracking.py

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
+import bpcore
 from experiments.diagnostics import History
 from experiments.tracking import prepare_experiment
 
@@ -212,3 +213,27 @@ def test_an_exception_ends_the_run_failed_with_the_error(
     (run,) = runs(tmp_path, "default")
     assert run.info.status == "FAILED"
     assert run.data.tags["error"] == "RuntimeError: injected fault"
+
+
+def test_tracking_disabled_trains_and_logs_nothing(tmp_path: Path, compose_config) -> None:
+    from experiments import train as app
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = compose_config([*TINY, "mlflow.enabled=false", f"mlflow.tracking_uri={uri}"])
+    outcome = app.train(cfg, progress=True)
+    assert outcome.status == "FINISHED" and outcome.last_epoch is not None
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlartifacts").exists()
+
+
+def test_progress_bar_redraws_one_line_per_epoch(capsys: pytest.CaptureFixture[str]) -> None:
+    from experiments.progress import ProgressBar
+
+    bar = ProgressBar(epochs=4, name="relu-d2", width=8)
+    for epoch in range(1, 5):
+        bar.on_epoch_end(
+            bpcore.EpochReport(epoch, 10 * epoch, 320 * epoch, 0.1, 0.5, 0.6, None, None)
+        )
+    err = capsys.readouterr().err
+    assert err.count("\r") == 4 and err.endswith("\n") and err.count("\n") == 1
+    assert "relu-d2 [##------] epoch 1/4  train loss 0.5  val loss 0.6" in err
+    assert "[########] epoch 4/4" in err
