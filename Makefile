@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/python -m experiments.train -m experiment=quickstart
+	$(BIN)/python -m experiments.plots --experiment quickstart
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,0 +1,293 @@
+"""What the figures show, as plain arrays: no plotting, no MLflow (each function tested alone).
+
+A run is a ``RunInfo`` (id, name, params, tags as MLflow stores them) plus its ``History``
+(``history.npz``).  A *config* is a run's values of the params that vary across the selected
+runs, seeds excepted: runs of one config differ only in their seed and are averaged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bpcore import ACTIVATIONS, get_activation
+from experiments.diagnostics import History
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+Config = tuple[str, ...]
+T = TypeVar("T")
+
+REPLICATE_KEYS = ("seed",)  # varying these gives repeats of one config, averaged over
+ACTIVATION_KEY = "activation.name"
+LOSS_KEYS = ("train/loss", "val/loss")
+EXAMPLES_KEY = "progress/examples_seen"
+BATCH_LOSS_KEY = "train/batch_loss"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One MLflow run as the figures need it."""
+
+    run_id: str
+    name: str
+    params: Mapping[str, str] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    artifact_uri: str = ""
+
+    @property
+    def diverged(self) -> bool:
+        return self.tags.get("diverged") == "true"
+
+    @property
+    def stopped_at(self) -> int | None:
+        """The step a diverged run stopped at (its loss or gradient was not finite)."""
+        step = self.tags.get("diverged_at_step")
+        return int(step) if self.diverged and step is not None else None
+
+    @property
+    def seed(self) -> str:
+        return self.params.get("seed", "")
+
+
+def _order(key: str, value: str) -> tuple[float, str]:
+    """Sort values numerically when they are numbers, activations in registry order."""
+    if key == ACTIVATION_KEY and value in ACTIVATIONS:
+        return float(list(ACTIVATIONS).index(value)), value
+    try:
+        return float(value), value
+    except ValueError:
+        return math.inf, value
+
+
+def config_keys(runs: Sequence[RunInfo]) -> list[str]:
+    """Params that vary across ``runs`` (seeds excepted), activation first, leaving out keys
+    determined by the keys before them (``activation.alpha`` follows from the activation)."""
+    keys = sorted({k for r in runs for k in r.params} - set(REPLICATE_KEYS))
+    varying = [k for k in keys if len({r.params.get(k, "") for r in runs}) > 1]
+    varying.sort(key=lambda k: (k != ACTIVATION_KEY, k))
+    kept: list[str] = []
+    for key in varying:
+        seen: dict[Config, str] = {}
+        for r in runs:
+            before = tuple(r.params.get(k, "") for k in kept)
+            if seen.setdefault(before, r.params.get(key, "")) != r.params.get(key, ""):
+                kept.append(key)
+                break
+    return kept
+
+
+def group_runs(runs: Iterable[RunInfo], keys: Sequence[str]) -> dict[Config, list[RunInfo]]:
+    """Runs by config, configs in a fixed order; within a config by seed, then run id."""
+    groups: dict[Config, list[RunInfo]] = {}
+    for run in runs:
+        groups.setdefault(tuple(run.params.get(k, "") for k in keys), []).append(run)
+
+    def config_order(config: Config) -> list[tuple[float, str]]:
+        return [_order(k, v) for k, v in zip(keys, config, strict=True)]
+
+    return {
+        c: sorted(groups[c], key=lambda r: (*_order("seed", r.seed), r.run_id))
+        for c in sorted(groups, key=config_order)
+    }
+
+
+def config_label(keys: Sequence[str], config: Config) -> str:
+    """``relu, depth=8``: the activation by name, other keys by their last part."""
+    parts = []
+    for key, value in zip(keys, config, strict=True):
+        head, _, tail = key.rpartition(".")
+        short = head.rpartition(".")[2] if tail == "name" and head else tail
+        parts.append(value if key == ACTIVATION_KEY else f"{short}={value}")
+    return ", ".join(parts) or "all runs"
+
+
+def pick_evenly(items: Sequence[T], n: int) -> list[T]:
+    """At most ``n`` items, evenly spread over ``items`` (first and last included)."""
+    if len(items) <= n:
+        return list(items)
+    return [items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)]
+
+
+def panel_runs(
+    runs: Sequence[RunInfo], keys: Sequence[str], limit: int
+) -> tuple[list[tuple[Config, RunInfo]], str]:
+    """For one-panel-per-config figures: the lowest-seed run of each config, at most ``limit``.
+
+    Too many configs: keep those with the last value of the keys after the first (every
+    activation at the largest depth), else pick evenly.  Also returns a note ('' if all shown).
+    """
+    firsts = [(config, group[0]) for config, group in group_runs(runs, keys).items()]
+    if len(firsts) <= limit:
+        return firsts, ""
+    last_rest = firsts[-1][0][1:]
+    kept = [(c, r) for c, r in firsts if c[1:] == last_rest] if last_rest else []
+    if 0 < len(kept) <= limit:
+        return kept, f"showing {config_label(keys[1:], last_rest)} only"
+    picked = pick_evenly(firsts, limit)
+    return picked, f"showing {len(picked)} of {len(firsts)} configs"
+
+
+def finite_or_nan(values: NDArray[np.floating[Any]]) -> FloatArray:
+    """Values with ±inf replaced by NaN (a gap in a plot)."""
+    out = np.asarray(values, dtype=np.float64).copy()
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def positive(values: NDArray[np.floating[Any]]) -> FloatArray:
+    """Values for a log axis: non-finite and ≤ 0 become NaN (gaps)."""
+    out = finite_or_nan(values)
+    out[out <= 0] = np.nan
+    return out
+
+
+def spans_decades(arrays: Iterable[NDArray[np.floating[Any]]], decades: float = 2) -> bool:
+    """Do the positive finite values span at least ``decades`` powers of ten (log axis)?"""
+    values = np.concatenate([positive(a).ravel() for a in arrays] + [np.array([])])
+    values = values[~np.isnan(values)]
+    return values.size > 0 and math.log10(values.max() / values.min()) >= decades
+
+
+def per_layer_over_time(history: History, family: str) -> tuple[IntArray, IntArray, FloatArray]:
+    """(steps, layers (1-based), matrix (layers × steps)) of a ``family/layer_XX`` family."""
+    prefix = f"{family}/layer_"
+    keys = sorted(k for k in history.keys if k.startswith(prefix))
+    if not keys:
+        raise KeyError(f"no {family!r} metrics recorded")
+    layers = np.array([int(k.removeprefix(prefix)) for k in keys], dtype=np.int64)
+    steps = history.series(keys[0])[0]
+    matrix = np.stack([history.series(k)[1] for k in keys])
+    return steps, layers, matrix
+
+
+def heatmap(
+    history: History, key_family: str = "grad_norm"
+) -> tuple[IntArray, IntArray, FloatArray]:
+    """(steps, layers, matrix layers × steps) for a layer × step heatmap."""
+    return per_layer_over_time(history, key_family)
+
+
+def grad_flow(
+    histories: Mapping[str, History],
+    runs: Sequence[RunInfo],
+    step: Literal["first", "last"] = "first",
+) -> dict[str, tuple[IntArray, FloatArray]]:
+    """Per run id: (layer indices 1…L, ‖∂L/∂Wˡ‖_F) at the first or the last recorded step."""
+    out = {}
+    for run in runs:
+        _, layers, matrix = per_layer_over_time(histories[run.run_id], "grad_norm")
+        out[run.run_id] = (layers, matrix[:, 0 if step == "first" else -1])
+    return out
+
+
+@dataclass
+class Band:
+    """Mean and min–max over runs at each x (NaN where no run has a finite value)."""
+
+    x: FloatArray
+    mean: FloatArray
+    lo: FloatArray
+    hi: FloatArray
+
+
+def band(series: Sequence[tuple[NDArray[np.generic], FloatArray]]) -> Band:
+    """Align (x, y) series on the union of their x; mean, min, max of the finite y at each x."""
+    xs = np.unique(np.concatenate([np.asarray(x, dtype=np.float64) for x, _ in series]))
+    table = np.full((len(series), len(xs)), np.nan)
+    for row, (x, y) in zip(table, series, strict=True):
+        row[np.searchsorted(xs, np.asarray(x, dtype=np.float64))] = finite_or_nan(y)
+    ok = ~np.isnan(table)
+    count = ok.sum(axis=0)
+    total = np.where(ok, table, 0.0).sum(axis=0)
+    mean = np.divide(total, count, out=np.full(len(xs), np.nan), where=count > 0)
+    lo = np.where(count > 0, np.where(ok, table, np.inf).min(axis=0), np.nan)
+    hi = np.where(count > 0, np.where(ok, table, -np.inf).max(axis=0), np.nan)
+    return Band(xs, mean, lo, hi)
+
+
+@dataclass
+class Stop:
+    """Where a diverged run stopped: step, ≈ examples seen, last finite loss per key."""
+
+    run: RunInfo
+    step: int
+    examples: float
+    loss: dict[str, float]
+
+
+@dataclass
+class LossCurves:
+    """One config's loss curves over seeds, by step and by examples seen."""
+
+    config: Config
+    label: str
+    runs: list[RunInfo]
+    by_step: dict[str, Band]
+    by_examples: dict[str, Band]
+    stops: list[Stop]
+
+
+def _last_finite(history: History, key: str) -> float:
+    """The last finite value of ``key`` (NaN if none, or not recorded)."""
+    if key not in history.keys:
+        return math.nan
+    values = history.series(key)[1]
+    finite = values[np.isfinite(values)]
+    return float(finite[-1]) if finite.size else math.nan
+
+
+def _stop(run: RunInfo, history: History) -> Stop | None:
+    """The × of a diverged run, at its last finite loss (else its last finite batch loss);
+    examples ≈ step × examples per step of its last epoch (else × the batch size)."""
+    step = run.stopped_at
+    if step is None:
+        return None
+    per_step = math.nan
+    if EXAMPLES_KEY in history.keys:
+        steps, examples = history.series(EXAMPLES_KEY)
+        per_step = float(examples[-1] / steps[-1]) if steps.size and steps[-1] else math.nan
+    batch = run.params.get("train.batch_size", "")
+    if math.isnan(per_step) and batch.isdigit():
+        per_step = float(batch)
+    fallback = _last_finite(history, BATCH_LOSS_KEY)
+    loss = {key: _last_finite(history, key) for key in LOSS_KEYS}
+    loss = {key: fallback if math.isnan(v) else v for key, v in loss.items()}
+    return Stop(run, step, step * per_step, loss)
+
+
+def loss_curves(
+    histories: Mapping[str, History], runs: Sequence[RunInfo], group_by: Sequence[str]
+) -> list[LossCurves]:
+    """Per config: mean and min–max band over seeds of train/val loss vs step and vs examples
+    seen (from the epoch records), and where its diverged runs stopped."""
+    curves = []
+    for config, group in group_runs(runs, group_by).items():
+        hs = [histories[r.run_id] for r in group]
+        by_step, by_examples = {}, {}
+        for key in LOSS_KEYS:
+            series = [h.series(key) for h in hs if key in h.keys]
+            if not series:
+                continue
+            by_step[key] = band(series)
+            examples = [h.series(EXAMPLES_KEY)[1] for h in hs if key in h.keys]
+            by_examples[key] = band([(x, s[1]) for x, s in zip(examples, series, strict=True)])
+        stops = [s for r, h in zip(group, hs, strict=True) if (s := _stop(r, h)) is not None]
+        label = config_label(group_by, config)
+        curves.append(LossCurves(config, label, group, by_step, by_examples, stops))
+    return curves
+
+
+def activation_curves(z: FloatArray) -> dict[str, tuple[FloatArray, FloatArray, float]]:
+    """Every registered activation at default parameters: name → (f(z), f′(z), sup f′)."""
+    out = {}
+    for name in ACTIVATIONS:
+        f = get_activation(name)
+        a = np.asarray(f(z), dtype=np.float64)
+        out[name] = (a, np.asarray(f.grad(z, a), dtype=np.float64), float(f.max_grad))
+    return out

@@ -1,0 +1,326 @@
+"""Figures: the style module, the figure data on synthetic histories, and end to end
+`python -m experiments.plots` on a real 4-run sweep in a temporary sqlite store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bpcore
+from experiments import figdata as fd
+from experiments import style
+from experiments.diagnostics import History
+
+FIGURES = [
+    "activation_gallery",
+    "gradient_flow",
+    "gradient_heatmaps",
+    "loss_curves",
+    "saturation_dead",
+    "update_ratio",
+]
+TINY = ["data.n_samples=200", "train.epochs=3", "model.width=8", "log.every_n_steps=5"]
+
+
+def run_info(name: str, diverged_at: int | None = None, **params: str) -> fd.RunInfo:
+    tags = {"diverged": "false"}
+    if diverged_at is not None:
+        tags = {"diverged": "true", "diverged_at_step": str(diverged_at)}
+    return fd.RunInfo(name, name, {"train.batch_size": "32", **params}, tags)
+
+
+def history(n_layers: int, steps: list[int], epochs: list[int], scale: float = 1.0) -> History:
+    """A History shaped like DiagnosticsRecorder's: per-layer step metrics, epoch losses."""
+    h = History(n_layers)
+    for s in steps:
+        row = {"train/batch_loss": scale / (1 + s)}
+        for l in range(1, n_layers + 1):
+            row[f"grad_norm/layer_{l:02d}"] = scale * 10.0**-l * (1 + s)
+            row[f"update_ratio/layer_{l:02d}"] = 1e-3 * l
+        for l in range(1, n_layers):
+            row[f"saturation/layer_{l:02d}"] = 0.1 * l
+            row[f"dead/layer_{l:02d}"] = 0.0
+        h.add("step", s, row)
+    for e in epochs:
+        metrics = {"train/loss": scale / e, "val/loss": 2 * scale / e}
+        h.add("epoch", e, {**metrics, "progress/examples_seen": 32.0 * e})
+    return h
+
+
+# --- style ---
+
+
+def test_every_activation_has_a_look_of_its_own() -> None:
+    looks = [style.activation_style(name) for name in bpcore.ACTIVATIONS]
+    assert set(style.ACTIVATION_STYLES) == set(bpcore.ACTIVATIONS)
+    assert len(set(looks)) == len(looks)
+    assert all(colour in style.PALETTE for colour, _ in looks)
+    assert style.activation_style("new_one") == style.activation_style("new_one")
+
+
+def test_save_writes_every_format_with_fixed_metadata(tmp_path: Path) -> None:
+    from matplotlib.image import imread
+
+    style.apply()
+
+    def draw() -> list[Path]:
+        fig = style.figure(style.ONE_COLUMN, 2.0)
+        fig.subplots().plot([0, 1], [0, 1], label="x")
+        return style.save(fig, tmp_path / "fig", ["png", "pdf", "svg"])
+
+    first = {p: p.read_bytes() for p in draw()}
+    assert [p.suffix for p in first] == [".png", ".pdf", ".svg"]
+    assert imread(tmp_path / "fig.png").shape[:2] == (400, 680)  # 3.4 × 2.0 in at 200 dpi
+    assert b"CreationDate" not in first[tmp_path / "fig.pdf"]
+    assert b"<dc:date>" not in first[tmp_path / "fig.svg"]
+    assert {p: p.read_bytes() for p in draw()} == first
+    with pytest.raises(ValueError, match="unknown format"):
+        style.save(style.figure(1, 1), tmp_path / "x", ["jpg"])
+
+
+# --- figdata ---
+
+
+def test_config_keys_leave_out_seeds_and_keys_that_follow_from_others() -> None:
+    runs = [
+        run_info(
+            f"{a}{d}{s}",
+            **{"activation.name": a, "activation.alpha": alpha},
+            **{"model.depth": d, "seed": s, "data.name": "spirals"},
+        )
+        for a, alpha in (("relu", "None"), ("leaky_relu", "0.01"))
+        for d in ("2", "10")
+        for s in ("0", "1")
+    ]
+    assert fd.config_keys(runs) == ["activation.name", "model.depth"]
+    groups = fd.group_runs(runs, ["activation.name", "model.depth"])
+    assert list(groups) == [
+        ("relu", "2"),
+        ("relu", "10"),
+        ("leaky_relu", "2"),
+        ("leaky_relu", "10"),
+    ]
+    assert [r.seed for r in groups[("relu", "2")]] == ["0", "1"]
+    label = fd.config_label(["activation.name", "model.depth", "init.name"], ("relu", "2", "he"))
+    assert label == "relu, depth=2, init=he"
+
+
+def test_band_aligns_series_and_skips_non_finite_values() -> None:
+    b = fd.band(
+        [(np.array([0, 5]), np.array([1.0, np.inf])), (np.array([5, 10]), np.array([3.0, 4.0]))]
+    )
+    np.testing.assert_array_equal(b.x, [0, 5, 10])
+    np.testing.assert_array_equal(b.mean, [1.0, 3.0, 4.0])
+    np.testing.assert_array_equal(b.lo, [1.0, 3.0, 4.0])
+    b = fd.band([(np.array([0]), np.array([np.nan])), (np.array([0]), np.array([np.nan]))])
+    assert np.isnan(b.mean).all() and np.isnan(b.hi).all()
+
+
+def test_per_layer_families_and_grad_flow() -> None:
+    h = history(3, [0, 5, 10], [5, 10])
+    steps, layers, m = fd.heatmap(h)
+    np.testing.assert_array_equal(steps, [0, 5, 10])
+    np.testing.assert_array_equal(layers, [1, 2, 3])
+    np.testing.assert_allclose(m[:, 0], [0.1, 0.01, 0.001])
+    _, hidden, sat = fd.per_layer_over_time(h, "saturation")
+    assert list(hidden) == [1, 2] and sat.shape == (2, 3)
+    runs = [run_info("a")]
+    first = fd.grad_flow({"a": h}, runs, "first")["a"]
+    last = fd.grad_flow({"a": h}, runs, "last")["a"]
+    np.testing.assert_allclose(last[1], 11 * first[1])
+    with pytest.raises(KeyError):
+        fd.per_layer_over_time(h, "act_std")
+
+
+def test_loss_curves_average_seeds_and_mark_where_diverged_runs_stopped() -> None:
+    runs = [
+        run_info("s0", **{"activation.name": "relu", "seed": "0"}),
+        run_info("s1", **{"activation.name": "relu", "seed": "1"}),
+        run_info("bad", 12, **{"activation.name": "tanh", "seed": "0"}),
+        run_info("early", 3, **{"activation.name": "sigmoid", "seed": "0"}),
+    ]
+    histories = {
+        "s0": history(2, [0, 5, 10], [5, 10], scale=1.0),
+        "s1": history(2, [0, 5, 10], [5, 10], scale=3.0),
+        "bad": history(2, [0, 5, 10], [5, 10]),
+        "early": history(2, [0], []),  # diverged before its first epoch ended
+    }
+    curves = fd.loss_curves(histories, runs, ["activation.name"])
+    assert [c.label for c in curves] == ["sigmoid", "tanh", "relu"]
+    relu = curves[2].by_step["val/loss"]
+    np.testing.assert_allclose(relu.mean, [0.8, 0.4])  # (2/5 + 6/5) / 2, (2/10 + 6/10) / 2
+    np.testing.assert_allclose(relu.hi, [1.2, 0.6])
+    np.testing.assert_array_equal(curves[2].by_examples["val/loss"].x, [160, 320])
+    (stop,) = curves[1].stops
+    assert (stop.step, stop.examples, stop.loss["train/loss"]) == (12, 12 * 32, 0.1)
+    (early,) = curves[0].stops
+    assert early.examples == 3 * 32 and early.loss["val/loss"] == 1.0  # its last batch loss
+    assert not curves[2].stops
+
+
+def test_panel_runs_keep_every_activation_at_the_last_depth() -> None:
+    runs = [
+        run_info(f"{a}{d}", **{"activation.name": a, "model.depth": d})
+        for a in bpcore.ACTIVATIONS
+        for d in ("3", "10")
+    ]
+    keys = fd.config_keys(runs)
+    panels, note = fd.panel_runs(runs, keys, 16)
+    assert [c for c, _ in panels] == [(a, "10") for a in bpcore.ACTIVATIONS]
+    assert note == "showing depth=10 only"
+    panels, note = fd.panel_runs(runs, keys, 4)
+    assert len(panels) == 4 and panels[0][0] == ("identity", "3") and "4 of 28" in note
+    few, note = fd.panel_runs(runs[:4], keys, 16)
+    assert len(few) == 4 and note == ""
+
+
+def test_activation_curves_cover_the_registry() -> None:
+    z = np.linspace(-4, 4, 81)
+    curves = fd.activation_curves(z)
+    assert list(curves) == list(bpcore.ACTIVATIONS)
+    for f, fp, sup in curves.values():
+        assert f.shape == fp.shape == z.shape and np.all(fp <= sup + 1e-12)
+
+
+# --- end to end: a real sweep, the CLI, MLflow ---
+
+
+@dataclass
+class Sweep:
+    folder: Path
+    uri: str
+    parent_id: str
+    run_ids: set[str]
+
+
+def cli(folder: Path, uri: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
+    """activation=relu,tanh × model.depth=1,2: 4 tiny runs under one parent (≈ 10 s)."""
+    from mlflow import MlflowClient
+
+    folder = tmp_path_factory.mktemp("plots")
+    uri = f"sqlite:///{folder}/mlflow.db"
+    args = ["experiments.train", "-m", "activation=relu,tanh", "model.depth=1,2", *TINY]
+    done = cli(folder, uri, *args)
+    assert done.returncode == 0, done.stderr
+    client = MlflowClient(uri)
+    experiment_id = client.get_experiment_by_name("default").experiment_id
+    runs = client.search_runs([experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    parent_id = parent.info.run_id
+    children = {r.info.run_id for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id}
+    assert len(children) == 4
+    crashed = client.create_run(experiment_id, tags={"mlflow.parentRunId": parent_id}).info
+    client.log_param(crashed.run_id, "activation.name", "relu")
+    client.set_terminated(crashed.run_id, "FAILED")  # never plotted: not FINISHED
+    return Sweep(folder, uri, parent_id, children)
+
+
+@pytest.mark.slow
+def test_figure_data_equals_what_mlflow_logged(sweep: Sweep) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(sweep.uri)
+    run = client.get_run(sorted(sweep.run_ids)[0])
+    info = fd.RunInfo(run.info.run_id, run.info.run_name, run.data.params, run.data.tags)
+    path = client.download_artifacts(info.run_id, "history.npz", str(sweep.folder))
+    histories = {info.run_id: History.load(path)}
+
+    def logged(key: str) -> tuple[list[int], list[float]]:
+        metrics = sorted(client.get_metric_history(info.run_id, key), key=lambda m: m.step)
+        return [m.step for m in metrics], [m.value for m in metrics]
+
+    layers, first = fd.grad_flow(histories, [info], "first")[info.run_id]
+    assert [logged(f"grad_norm/layer_{l:02d}")[1][0] for l in layers] == list(first)
+    steps, _, matrix = fd.heatmap(histories[info.run_id])
+    assert logged("grad_norm/layer_02") == (list(steps), list(matrix[1]))
+    (curves,) = fd.loss_curves(histories, [info], [])
+    assert logged("val/loss") == (
+        list(curves.by_step["val/loss"].x),
+        list(curves.by_step["val/loss"].mean),
+    )
+
+
+@pytest.mark.slow
+def test_plots_cli_writes_every_figure_and_logs_them(sweep: Sweep) -> None:
+    from matplotlib.image import imread
+    from mlflow import MlflowClient
+
+    out = sweep.folder / "figs"
+    done = cli(sweep.folder, sweep.uri, "experiments.plots", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "Warning" not in done.stderr, done.stderr
+    expected = [out / f"{name}.{fmt}" for name in FIGURES for fmt in ("png", "pdf")]
+    assert done.stdout.splitlines()[: len(expected) + 1] == [str(p) for p in expected] + [
+        str(out / "manifest.json")
+    ]
+    for name in FIGURES:
+        pixels = imread(out / f"{name}.png")
+        assert pixels.std() > 0 and pixels.shape[1] in (680, 1400), name  # 3.4 or 7.0 in
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["selection"]["resolved"]["sweep"] == sweep.parent_id
+    flow = manifest["figures"]["gradient_flow.pdf"]
+    assert {r["id"] for r in flow["runs"]} == sweep.run_ids
+    assert "grad_norm/layer_03" in flow["metric_keys"]
+    assert manifest["figures"]["activation_gallery.png"]["runs"] == []
+    logged = MlflowClient(sweep.uri).list_artifacts(sweep.parent_id, "figures")
+    assert {Path(a.path).name for a in logged} == {p.name for p in expected} | {"manifest.json"}
+
+
+@pytest.mark.slow
+def test_same_runs_give_identical_pdf_and_svg_bytes(sweep: Sweep) -> None:
+    folders = [sweep.folder / "again_a", sweep.folder / "again_b"]
+    for folder in folders:
+        done = cli(
+            sweep.folder,
+            sweep.uri,
+            "experiments.plots",
+            "--out",
+            str(folder),
+            "--formats",
+            "pdf,svg",
+        )
+        assert done.returncode == 0, done.stderr
+    files = sorted(p.name for p in folders[0].iterdir())
+    assert len(files) == 2 * len(FIGURES) + 1
+    for name in files:
+        assert (folders[0] / name).read_bytes() == (folders[1] / name).read_bytes(), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--experiment", "nope"], "error: no experiment 'nope' in sqlite:///"),
+        (["--filter", "params.model.depth = '99'"], "error: no FINISHED runs in sqlite:///"),
+        (["--sweep", "0123abc"], "error: no run '0123abc' in sqlite:///"),
+    ],
+)
+def test_empty_or_unknown_selection_fails_with_one_line(
+    sweep: Sweep, args: list[str], message: str
+) -> None:
+    done = cli(
+        sweep.folder, sweep.uri, "experiments.plots", "--out", str(sweep.folder / "x"), *args
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith(message) and len(done.stderr.strip().splitlines()) == 1
+    assert args[-1] in done.stderr and not (sweep.folder / "x").exists()
