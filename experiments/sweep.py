@@ -91,6 +91,9 @@ class MlflowSweepCallback(Callback):
             for overrides, job in jobs:
                 _check(job, overrides)
             first = jobs[0][1]
+            for key in ("mlflow.enabled", "mlflow.tracking_uri", "mlflow.experiment_name"):
+                if len({OmegaConf.select(job, key) for _, job in jobs}) > 1:
+                    raise ConfigError(key, "a sweep", "one value for all jobs (one parent run)")
             if not first.mlflow.enabled:
                 return
             uri = first.mlflow.tracking_uri or default_tracking_uri()

@@ -138,6 +138,13 @@ def test_bad_value_in_one_job_creates_nothing(tmp_path: Path) -> None:
     assert runs(tmp_path, "default") == []
 
 
+def test_a_sweep_logs_to_one_experiment(tmp_path: Path) -> None:
+    done = run_train(tmp_path, "-m", "mlflow.experiment_name=a,b", *TINY)
+    assert done.returncode != 0
+    assert "mlflow.experiment_name='a sweep': one value for all jobs" in done.stderr
+    assert runs(tmp_path, "a") == [] and runs(tmp_path, "b") == []
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
