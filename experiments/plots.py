@@ -33,7 +33,12 @@ from experiments import figdata as fd
 from experiments import style
 from experiments.diagnostics import SATURATION_THRESHOLD, History
 from experiments.provenance import git_commit
-from experiments.tracking import TrackingError, _client, check_tracking_uri, default_tracking_uri
+from experiments.tracking import (
+    TrackingError,
+    check_tracking_uri,
+    default_tracking_uri,
+    mlflow_client,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -428,7 +433,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         futures = {NO_RUNS: pool.submit(_draw, NO_RUNS, no_runs, args.formats)}
         uri = args.tracking_uri or default_tracking_uri()
         _check_store(uri)
-        client = _client(uri)
+        client = mlflow_client(uri)
         selection = select(client, uri, args.experiment, args.sweep, args.filter)
         histories = read_histories(uri, selection.runs)
         runs = [r for r in selection.runs if r.run_id in histories]

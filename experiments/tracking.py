@@ -92,7 +92,8 @@ def check_tracking_uri(uri: str) -> None:
             raise TrackingError(f"tracking server at {uri} is not reachable ({e})") from None
 
 
-def _client(uri: str) -> Any:
+def mlflow_client(uri: str) -> Any:
+    """An MlflowClient for ``uri`` (MLflow is imported on first use: ≈ 2 s)."""
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
@@ -108,7 +109,7 @@ def prepare_experiment(uri: str, name: str) -> str:
     from mlflow.exceptions import MlflowException
 
     check_tracking_uri(uri)
-    client = _client(uri)
+    client = mlflow_client(uri)
     location = None
     if uri.lower().startswith("sqlite"):
         folder = re.sub(r"[^\w.\-]+", "_", name).strip("._") or "experiment"
@@ -130,12 +131,14 @@ def prepare_experiment(uri: str, name: str) -> str:
 
 def start_parent_run(uri: str, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
     """Create a RUNNING parent run (of a sweep) and return its id."""
-    return str(_client(uri).create_run(experiment_id, run_name=run_name, tags=tags).info.run_id)
+    return str(
+        mlflow_client(uri).create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+    )
 
 
 def child_runs(uri: str, parent_run_id: str) -> list[Run]:
     """Runs tagged ``mlflow.parentRunId == parent_run_id``, oldest first."""
-    client = _client(uri)
+    client = mlflow_client(uri)
     experiment_id = client.get_run(parent_run_id).info.experiment_id
     runs: list[Run] = []
     token = None
@@ -157,7 +160,7 @@ def finish_parent_run(uri: str, run_id: str, expected_children: int) -> str:
 
     Otherwise FAILED.  Returns the status; a parent that has already ended keeps its status.
     """
-    client = _client(uri)
+    client = mlflow_client(uri)
     status = str(client.get_run(run_id).info.status)
     if status != "RUNNING":
         return status
@@ -195,7 +198,7 @@ def _write_run(conn: Connection) -> bool:
     try:
         from mlflow.entities import Metric, Param, RunTag
 
-        client = _client(uri)
+        client = mlflow_client(uri)
         experiment_id = experiment.get("id") or prepare_experiment(uri, experiment["name"])
         run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
         client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
