@@ -20,9 +20,9 @@ from omegaconf import MISSING, DictConfig
 import bpcore
 from bpcore.inits import BiasInit
 from bpcore.optim import LR_SCALING, Optimizer
+from experiments.tracking import ALLOWED_SCHEMES
 
 PARAMETRIZED_ACTIVATIONS = {"leaky_relu": 0.01, "elu": 1.0}  # name → default alpha
-TRACKING_SCHEMES = ("sqlite", "postgresql", "http", "https")
 
 
 class ConfigError(ValueError):
@@ -206,8 +206,8 @@ def _n_params(n_in: int, width: int, depth: int, n_out: int) -> int:
 
 def check_tracking_scheme(uri: str | None) -> None:
     """Only stores MLflow 3 writes to: sqlite, PostgreSQL, or a tracking server."""
-    if uri is not None and uri.split(":", 1)[0].split("+", 1)[0] not in TRACKING_SCHEMES:
-        allowed = f"a URI with scheme {', '.join(TRACKING_SCHEMES)} (e.g. sqlite:///mlflow.db)"
+    if uri is not None and uri.split(":", 1)[0].split("+", 1)[0] not in ALLOWED_SCHEMES:
+        allowed = f"a URI with scheme {', '.join(ALLOWED_SCHEMES)} (e.g. sqlite:///mlflow.db)"
         raise ConfigError("mlflow.tracking_uri", uri, allowed)
 
 

@@ -107,6 +107,9 @@ def _activation_edges(activations: Sequence[Array], bins: int) -> FloatArray:
     return np.stack(rows)
 
 
+HISTORY_FILE = "history.npz"  # the run artifact holding a History
+
+
 class History:
     """Metrics by family ("step", "epoch"): each family has fixed keys and its own steps.
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from experiments import figdata as fd
 from experiments import style
-from experiments.diagnostics import SATURATION_THRESHOLD, History
+from experiments.diagnostics import HISTORY_FILE, SATURATION_THRESHOLD, History
 from experiments.provenance import git_commit
 from experiments.tracking import (
     TrackingError,
@@ -44,7 +44,6 @@ from experiments.tracking import (
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-HISTORY = "history.npz"
 MAX_PANELS = 16  # one-panel-per-config figures: at most this many panels (4 × 4)
 UPDATE_RATIO_GUIDE = 1e-3  # a healthy ‖ΔW‖/‖W‖ per step (Karpathy)
 GRAD_NORM = r"$\Vert\partial L/\partial W^l\Vert_F$"
@@ -288,7 +287,7 @@ def read_histories(uri: str, runs: Sequence[fd.RunInfo]) -> dict[str, History]:
     with tempfile.TemporaryDirectory() as tmp:
         for run in runs:
             try:
-                path = fetch_artifact(uri, run.artifact_uri, HISTORY, Path(tmp, run.run_id))
+                path = fetch_artifact(uri, run.artifact_uri, HISTORY_FILE, Path(tmp, run.run_id))
                 histories[run.run_id] = History.load(path)
             except Exception as e:  # missing or unreadable: plot the others
                 print(f"note: run {run.name} ({run.run_id}) left out: {e}", file=sys.stderr)
@@ -353,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         histories = read_histories(uri, selection.runs)
         runs = [r for r in selection.runs if r.run_id in histories]
         if not runs:
-            sys.exit(f"error: none of the {len(selection.runs)} selected runs has a {HISTORY}")
+            sys.exit(f"error: none of the {len(selection.runs)} selected runs has a {HISTORY_FILE}")
         keys = fd.config_keys(runs)
         panels, note = fd.panel_runs(runs, keys, MAX_PANELS)
         if note:

@@ -33,10 +33,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from experiments.provenance import PROJECT_ROOT
+
 if TYPE_CHECKING:
     from mlflow.entities import Run
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ALLOWED_SCHEMES = ("sqlite", "postgresql", "http", "https")
 _ALLOWED = "sqlite:///<path>, postgresql[+driver]://…, http(s)://<server>"
 _HTTP_ENV = {
@@ -502,7 +503,7 @@ def _latest_sweep(client: Any, experiment_ids: list[str]) -> Run | None:
 def _check_store_exists(uri: str) -> None:
     """A sqlite store must exist (MLflow would create an empty one); a server must answer."""
     if uri.lower().startswith("sqlite:"):
-        path = Path(uri.partition(":///")[2].partition("?")[0]).expanduser()
+        path = _sqlite_path(uri)
         if not path.is_file():
             raise TrackingError(f"no MLflow store at {path} (tracking URI {uri})")
         return

@@ -28,7 +28,7 @@ from threadpoolctl import threadpool_limits
 
 import bpcore
 from experiments.config import ConfigError, Experiment, build, register_configs
-from experiments.diagnostics import DiagnosticsRecorder
+from experiments.diagnostics import HISTORY_FILE, DiagnosticsRecorder
 from experiments.progress import ProgressBar
 from experiments.provenance import flat_params, git_commit, run_name
 from experiments.sweep import SweepInfo
@@ -126,7 +126,7 @@ def _artifacts(
     config, overrides = folder / "config.yaml", folder / "overrides.yaml"
     OmegaConf.save(cfg, config, resolve=True)
     OmegaConf.save(OmegaConf.create(_overrides()), overrides)
-    history = folder / "history.npz"
+    history = folder / HISTORY_FILE
     recorder.history.save(history)
     model = folder / "model.npz"
     net = experiment.net
