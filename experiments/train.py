@@ -82,10 +82,10 @@ def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = Fals
                 seed=cfg.seed,
                 callbacks=callbacks,
             )
-            diverged = result.diverged_at_step is not None
-            tracker.set_tags({"diverged": str(diverged).lower()})
-            if diverged:
-                tracker.set_tags({"diverged_at_step": str(result.diverged_at_step)})
+            diverged = {"diverged": str(result.diverged_at_step is not None).lower()}
+            if result.diverged_at_step is not None:
+                diverged["diverged_at_step"] = str(result.diverged_at_step)
+            tracker.set_tags(diverged)
             with tempfile.TemporaryDirectory() as tmp:
                 for path in _artifacts(Path(tmp), cfg, experiment, recorder):
                     tracker.log_artifact(path)
