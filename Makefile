@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench
+.PHONY: run test bench server server-stop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,3 +25,10 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/bench_step.py
 	$(BIN)/python benchmarks/bench_tracking.py
+
+# A local MLflow server on PostgreSQL (data in ./mlflow-server/); see `python -m experiments.server -h`
+server: $(STAMP)
+	$(BIN)/python -m experiments.server start
+
+server-stop: $(STAMP)
+	$(BIN)/python -m experiments.server stop
