@@ -36,6 +36,7 @@ from experiments.tracking import (
     NullTracker,
     RunTracker,
     TrackingError,
+    browse_hint,
     check_tracking_uri,
     default_tracking_uri,
 )
@@ -59,7 +60,12 @@ def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = Fals
     experiment = build(cfg)
     swept = sweep.swept_keys if sweep else []
     name = run_name(cfg, experiment.hidden, experiment.batch_size, swept)
-    tracker = _tracker(cfg, name, sweep)
+    try:
+        tracker = _tracker(cfg, name, sweep)
+    except TrackingError as error:
+        if sweep is None:
+            raise  # a single run: main reports it; nothing was trained
+        return Outcome(name, "FAILED", None, None, time.perf_counter() - started, str(error))
     recorder = DiagnosticsRecorder(
         cfg.log.every_n_steps, sink=tracker.log_metrics, histograms=cfg.log.histograms
     )
@@ -91,7 +97,8 @@ def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = Fals
                     tracker.log_artifact(path)
                 tracker.end("FINISHED")
     except Exception as error:  # recorded as a FAILED run by the tracker; the caller decides
-        return Outcome(name, "FAILED", None, None, time.perf_counter() - started, repr(error))
+        why = str(error) if isinstance(error, TrackingError) else repr(error)
+        return Outcome(name, "FAILED", None, None, time.perf_counter() - started, why)
     seconds = time.perf_counter() - started
     return Outcome(name, "FINISHED", result.diverged_at_step, result.last_epoch, seconds)
 
@@ -176,7 +183,7 @@ def main(cfg: DictConfig) -> None:
         sys.exit(1)
     if cfg.mlflow.enabled:
         uri = cfg.mlflow.tracking_uri or default_tracking_uri()
-        print(f"tracked in {uri}; browse it with:\n  mlflow ui --backend-store-uri {uri}")
+        print(f"tracked in {uri}; browse it with:\n  {browse_hint(uri)}")
 
 
 if __name__ == "__main__":

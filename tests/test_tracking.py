@@ -232,3 +232,12 @@ def test_writer_failures_surface_as_tracking_errors(tmp_path: Path) -> None:
     with pytest.raises(TrackingError, match="died"):
         killed.end()
     assert time.perf_counter() - started < 5
+
+
+@pytest.mark.parametrize(
+    "uri", ["http://alice:s3cret@127.0.0.1:5000", "postgresql+psycopg://mlflow:s3cret@db/mlflow"]
+)
+def test_a_password_in_the_uri_is_refused_without_echoing_it(uri: str) -> None:
+    with pytest.raises(TrackingError, match=r"contains a password.*MLFLOW_TRACKING_PASS") as info:
+        check_tracking_uri(uri)
+    assert "s3cret" not in str(info.value) and ":***@" in str(info.value)
