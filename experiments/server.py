@@ -121,6 +121,13 @@ def _init_cluster(folder: Path, pg_port: int) -> None:
     if os.geteuid() == 0:
         postgres = pwd.getpwnam("postgres")
         os.chown(pgdata, postgres.pw_uid, postgres.pw_gid)
+        reachable = ["runuser", "-u", "postgres", "--", "test", "-w", str(pgdata)]
+        if subprocess.run(reachable, cwd="/", check=False).returncode != 0:
+            pgdata.rmdir()
+            raise ServerError(
+                f"PostgreSQL runs as the postgres user, who cannot reach {pgdata}: pass a --dir "
+                "whose parent folders it may enter (e.g. chmod o+x on them)"
+            )
     _pg(folder, "initdb", "-D", str(pgdata), "--auth-local=peer", "--auth-host=scram-sha-256")
     with (pgdata / "postgresql.conf").open("a") as conf:  # loopback TCP; socket in pgdata
         conf.write(f"\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{pgdata}'\n")
