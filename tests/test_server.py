@@ -9,6 +9,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -167,23 +168,33 @@ def test_server_killed_mid_sweep(tracking_server: Path, tmp_path: Path) -> None:
     assert audit.lost_points == 0 and audit.stored_points == audit.expected_points > 0
 
 
-@pytest.mark.parametrize("multirun", [False, True])
-def test_unreachable_server_fails_fast_before_training(tmp_path: Path, multirun: bool) -> None:
-    uri = f"http://127.0.0.1:{server.free_port()}"  # nothing listens there
-    command = [sys.executable, "-m", "experiments.train", *(["-m"] if multirun else []), *TINY]
-    started = time.monotonic()
-    done = subprocess.run(
-        command,
-        cwd=tmp_path,
-        env={**os.environ, "MLFLOW_TRACKING_URI": uri},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert time.monotonic() - started < 10
-    assert done.returncode == 1
-    assert done.stderr.strip() == (
-        f"error: tracking server at {uri} is not reachable ([Errno 111] Connection refused)"
-    )
+@pytest.mark.parametrize(
+    ("multirun", "silent"),
+    [(False, False), (True, False), (False, True)],
+    ids=["run-refused", "sweep-refused", "run-silent-server"],
+)
+def test_unreachable_server_fails_fast_before_training(
+    tmp_path: Path, multirun: bool, silent: bool
+) -> None:
+    """Nothing listening (refused at once), or a server that accepts and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        if silent:
+            listener.listen()  # the kernel accepts connections; nobody ever reads them
+        uri = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        command = [sys.executable, "-m", "experiments.train", *(["-m"] if multirun else [])]
+        started = time.monotonic()
+        done = subprocess.run(
+            [*command, *TINY],
+            cwd=tmp_path,
+            env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        seconds = time.monotonic() - started
+    assert seconds < 10 and done.returncode == 1
+    reason = "timed out" if silent else "[Errno 111] Connection refused"
+    assert done.stderr.strip() == f"error: tracking server at {uri} is not reachable ({reason})"
     assert "val/loss" not in done.stdout and "parent run" not in done.stdout
     assert not {"mlflow.db", "mlruns", "mlartifacts"} & {p.name for p in tmp_path.iterdir()}
