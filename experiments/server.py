@@ -93,6 +93,7 @@ def _pg(folder: Path, program: str, *args: str, stdin: str | None = None) -> str
     if done.returncode != 0:
         log = folder / "pgdata" / "postgres.log"
         tail = log.read_text(errors="replace")[-2000:] if log.is_file() else ""
+        tail = f"\nend of {log}:\n{tail}" if tail else ""
         raise ServerError(f"{program} failed: {done.stderr.strip() or done.stdout.strip()}{tail}")
     return done.stdout
 
@@ -128,18 +129,25 @@ def _init_cluster(folder: Path, pg_port: int) -> None:
                 f"PostgreSQL runs as the postgres user, who cannot reach {pgdata}: pass a --dir "
                 "whose parent folders it may enter (e.g. chmod o+x on them)"
             )
-    _pg(folder, "initdb", "-D", str(pgdata), "--auth-local=peer", "--auth-host=scram-sha-256")
-    with (pgdata / "postgresql.conf").open("a") as conf:  # loopback TCP; socket in pgdata
-        conf.write(f"\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{pgdata}'\n")
-    password = secrets.token_urlsafe(24)
     pgpass = folder / "pgpass"
-    pgpass.touch(mode=0o600)
-    pgpass.write_text(f"127.0.0.1:*:{DATABASE}:{ROLE}:{password}\n")
-    _start_postgres(folder, pg_port)
-    sql = f"CREATE ROLE {ROLE} LOGIN PASSWORD '{password}';\n"
-    sql += f"CREATE DATABASE {DATABASE} OWNER {ROLE};\n"  # on stdin: not visible in ps
-    _pg(folder, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", *_socket(folder, pg_port), "-f", "-",
-        stdin=sql)  # fmt: skip
+    try:
+        _pg(folder, "initdb", "-D", str(pgdata), "--auth-local=peer", "--auth-host=scram-sha-256")
+        with (pgdata / "postgresql.conf").open("a") as conf:  # loopback TCP; socket in pgdata
+            conf.write(f"\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{pgdata}'\n")
+        password = secrets.token_urlsafe(24)
+        pgpass.touch(mode=0o600)
+        pgpass.write_text(f"127.0.0.1:*:{DATABASE}:{ROLE}:{password}\n")
+        _start_postgres(folder, pg_port)
+        sql = f"CREATE ROLE {ROLE} LOGIN PASSWORD '{password}';\n"
+        sql += f"CREATE DATABASE {DATABASE} OWNER {ROLE};\n"  # on stdin: not visible in ps
+        _pg(folder, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", *_socket(folder, pg_port),
+            "-f", "-", stdin=sql)  # fmt: skip
+    except ServerError:  # no half-made cluster: the next start begins afresh
+        if _postgres_running(folder):
+            _pg(folder, "pg_ctl", "stop", "-w", "-m", "immediate", "-D", str(pgdata))
+        shutil.rmtree(pgdata, ignore_errors=True)
+        pgpass.unlink(missing_ok=True)
+        raise
 
 
 def _socket(folder: Path, pg_port: int) -> list[str]:
