@@ -130,7 +130,7 @@ def test_server_killed_mid_sweep(tracking_server: Path, tmp_path: Path) -> None:
     non-zero; after a restart, the runs that finished before the kill are whole."""
     folder, state = tracking_server, state_of(tracking_server)
     uri = state.uri
-    job = sweep(tmp_path, uri, "seed=0,1,2,3", "data.n_samples=1000", "train.epochs=40",
+    job = sweep(tmp_path, uri, "seed=0,1,2,3", "data.n_samples=1000", "train.epochs=20",
                 "model.width=8", "log.every_n_steps=5")  # fmt: skip
     assert job.stdout is not None
     lines = []
