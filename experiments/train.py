@@ -176,7 +176,9 @@ def main(cfg: DictConfig) -> None:
         sys.exit(f"error: {error}")
     if in_sweep:
         total = sweep.n_jobs if sweep else "?"
-        print(f"[{hydra_cfg.job.num + 1}/{total}] {_outcome_line(outcome)}", flush=True)
+        # one write, so parallel jobs' lines never interleave (print writes the newline apart)
+        sys.stdout.write(f"[{hydra_cfg.job.num + 1}/{total}] {_outcome_line(outcome)}\n")
+        sys.stdout.flush()
         return
     print(_outcome_line(outcome))
     if outcome.status != "FINISHED":
