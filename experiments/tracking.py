@@ -188,7 +188,8 @@ def finish_parent_run(uri: str, run_id: str, expected_children: int) -> str:
     """End the parent FINISHED iff exactly ``expected_children`` children exist, all FINISHED.
 
     Otherwise FAILED.  Returns the status; a parent that has already ended keeps its status.
-    TrackingError (one line) when the store cannot be reached.
+    Children still RUNNING (their jobs are over: the writer lost the store before it could end
+    them) end FAILED.  TrackingError (one line) when the store cannot be reached.
     """
     from mlflow.exceptions import MlflowException
 
@@ -198,6 +199,9 @@ def finish_parent_run(uri: str, run_id: str, expected_children: int) -> str:
         if status != "RUNNING":
             return status
         children = child_runs(uri, run_id)
+        for child in children:
+            if child.info.status == "RUNNING":
+                client.set_terminated(child.info.run_id, "FAILED")
         done = all(c.info.status == "FINISHED" for c in children)
         status = "FINISHED" if done and len(children) == expected_children else "FAILED"
         client.set_terminated(run_id, status)

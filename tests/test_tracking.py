@@ -97,11 +97,13 @@ def test_finish_parent_run_needs_every_expected_child_finished(tmp_path: Path) -
         parent = start_parent_run(uri, experiment_id, "sweep", {"sweep": "x"})
         for status in statuses:
             run = client.create_run(experiment_id, tags={"mlflow.parentRunId": parent})
-            client.set_terminated(run.info.run_id, status)
+            if status != "RUNNING":
+                client.set_terminated(run.info.run_id, status)
         return parent
 
-    ok, one_failed, too_few = (
-        parent_with(s) for s in (["FINISHED"] * 3, ["FINISHED", "FAILED"], ["FINISHED"])
+    ok, one_failed, too_few, orphan = (
+        parent_with(s)
+        for s in (["FINISHED"] * 3, ["FINISHED", "FAILED"], ["FINISHED"], ["RUNNING"])
     )
     assert client.get_run(ok).info.status == "RUNNING"
     assert finish_parent_run(uri, ok, 3) == "FINISHED"
@@ -114,6 +116,8 @@ def test_finish_parent_run_needs_every_expected_child_finished(tmp_path: Path) -
         "FAILED",
     ]
     assert len(child_runs(uri, ok)) == 3 and len(child_runs(uri, too_few)) == 1
+    assert finish_parent_run(uri, orphan, 1) == "FAILED"  # a writer lost the store mid-run
+    assert [c.info.status for c in child_runs(uri, orphan)] == ["FAILED"]
 
 
 def job(uri: str, experiment_id: str, parent: str, index: int, folder: str) -> str:
