@@ -155,6 +155,11 @@ class History:
                 return np.array(self._steps[family], dtype=np.int64), matrix[:, keys.index(key)]
         raise KeyError(f"no metric {key!r}; recorded: {', '.join(self.keys)}")
 
+    @property
+    def histogram_kinds(self) -> list[str]:
+        """The kinds of histograms recorded ("activation", "delta"), if any."""
+        return list(self._hist_counts)
+
     def histogram(self, kind: str) -> tuple[IntArray, FloatArray, IntArray]:
         """(steps, edges (L, bins + 1), counts (n, L, bins)) of kind "activation" or "delta"."""
         if kind not in self._hist_counts:
