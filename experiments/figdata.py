@@ -384,6 +384,14 @@ def loss_against(
     return out
 
 
+def first_loss_ceiling(curves: Iterable[Band], margin: float = 1.5) -> float | None:
+    """A y-axis top for loss curves: ``margin`` × the median over configs of their first mean
+    loss, so runs that blow up leave the chart instead of flattening the others; None if no
+    config has a finite first value."""
+    firsts = [float(b.mean[0]) for b in curves if b.mean.size and np.isfinite(b.mean[0])]
+    return margin * float(np.median(firsts)) if firsts else None
+
+
 def steps_to_target(steps: NDArray[np.generic], loss: FloatArray, target: float) -> float:
     """The first step where ``loss`` ≤ ``target``, linearly interpolated between the two
     records around the crossing; NaN if never reached."""
@@ -397,7 +405,7 @@ def steps_to_target(steps: NDArray[np.generic], loss: FloatArray, target: float)
     return float(x[i - 1] + (y[i - 1] - target) / (y[i - 1] - y[i]) * (x[i] - x[i - 1]))
 
 
-def default_target(curves: Iterable[Band], reached_by: float = 0.75) -> float:
+def default_target(curves: Iterable[Band], reached_by: float = 0.5) -> float:
     """A target loss that about ``reached_by`` of the configs reach: that quantile of the
     configs' best mean loss (configs that never had a finite loss left out)."""
     best = [np.nanmin(b.mean) for b in curves if not np.isnan(b.mean).all()]

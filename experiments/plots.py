@@ -255,8 +255,13 @@ def update_ratio(data: Data) -> Built:
 
 
 def _log_if_decades(ax: Axes, bands: Sequence[fd.Band]) -> None:
+    """A log y axis, labelled 0.1, 0.01 …, when the bands span two decades."""
+    from matplotlib.ticker import NullFormatter
+
     if fd.spans_decades([a for b in bands for a in (b.lo, b.hi)]):
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter("{x:g}")
+        ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def _with_band(ax: Axes, b: fd.Band, **kw: Any) -> None:
@@ -278,11 +283,11 @@ def depth_vs_width(data: Data) -> Built:
     fig = style.figure(style.TWO_COLUMN, 1.8 * len(metrics) + 0.5)
     axes = fig.subplots(len(metrics), len(datasets), squeeze=False, sharex=True)
     depths = sorted({float(r.params[fd.DEPTH_KEY]) for r in data.runs})
-    budget = {r.params.get("model.param_budget", "None") for r in data.runs}
+    budgets = {r.params.get("model.param_budget", "None") for r in data.runs} - {"None"}
+    budget = f" (≈ {budgets.pop()} parameters)" if len(budgets) == 1 else ""
     for col, dataset in enumerate(datasets):
         runs = [r for r in data.runs if r.params.get(fd.DATA_KEY, "") == dataset]
-        title = dataset + ("" if budget == {"None"} else f" (≈ {budget.pop()} parameters)")
-        axes[0, col].set_title(title if len(budget) <= 1 else dataset)
+        axes[0, col].set_title(dataset + budget)
         for row, metric in enumerate(metrics):
             ax = axes[row, col]
             lines = fd.across(data.histories, runs, fd.DEPTH_KEY, metric, line_keys)
@@ -290,6 +295,9 @@ def depth_vs_width(data: Data) -> Built:
                 _with_band(ax, b, **look[config])
             if metric.endswith("loss"):
                 _log_if_decades(ax, list(lines.values()))
+            if all(np.isnan(b.mean).all() for b in lines.values()):
+                ax.text(0.5, 0.5, f"no {metric} logged", transform=ax.transAxes, ha="center")
+                ax.set_yticks([])
             ax.set_xscale("log", base=2)
             ax.xaxis.set_major_locator(FixedLocator(depths))
             ax.xaxis.set_minor_locator(NullLocator())
@@ -364,7 +372,9 @@ def batch_size(data: Data) -> Built:
         for config, b in curves.items():
             _with_band(ax, b, **look(config))
         _log_if_decades(ax, list(curves.values()))
-        ax.set(xlabel=xlabel, ylabel="train loss", xscale="log" if x_key is None else "linear")
+        ax.set_ylim(top=fd.first_loss_ceiling(curves.values()))  # diverging runs leave the top
+        ax.set(xlabel=xlabel, ylabel="train loss")
+        ax.set_xscale("linear" if x_key == fd.EXAMPLES_KEY else "log")
     by_step = fd.loss_against(data.histories, data.runs, batch_first, None)
     target = (
         data.target_loss if data.target_loss is not None else fd.default_target(by_step.values())
@@ -614,7 +624,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--target-loss",
         type=float,
-        help="train loss for the steps-to-target panel (default: one 3/4 of the configs reach)",
+        help="train loss for the steps-to-target panel (default: one half of the configs reach)",
     )
     args = parser.parse_args(argv)
     args.formats = list(dict.fromkeys(f.strip().lower() for f in args.formats.split(",")))

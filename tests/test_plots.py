@@ -7,8 +7,10 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -250,6 +252,8 @@ def test_batch_size_curves_and_steps_to_a_target() -> None:
     by_step = fd.loss_against(histories, runs, ["train.batch_size"], None)
     assert fd.default_target(by_step.values(), reached_by=1.0) == 0.5  # best: 0.5 and 0.25
     assert fd.default_target(by_step.values(), reached_by=0.0) == 0.25
+    assert fd.first_loss_ceiling(by_step.values()) == 1.5 * (1.0 + 0.5) / 2  # first: 1, 0.5
+    assert fd.first_loss_ceiling([fd.band([(np.array([1]), np.array([np.inf]))])]) is None
 
 
 def test_layer_histograms_are_fractions_on_bin_centres() -> None:
@@ -313,20 +317,28 @@ def test_figures_are_chosen_by_what_the_runs_vary() -> None:
     assert plots.chosen(data) == [*FIGURES[:7], "depth_width_heatmap", *FIGURES[7:]]
 
 
-def test_depth_width_heatmap_renders(tmp_path: Path) -> None:
+@pytest.mark.parametrize("figure", ["depth_width_heatmap", "depth_vs_width"])
+def test_depth_figures_render_per_dataset_and_budget(tmp_path: Path, figure: str) -> None:
     from matplotlib.image import imread
 
     from experiments import plots
 
     runs, histories = [], {}
-    for d, w in ((1, 8), (1, 16), (4, 8), (4, 16)):
-        runs.append(run_info(f"{d}{w}", **{"model.depth": str(d), "model.width": str(w)}))
-        histories[f"{d}{w}"] = history(2, [0], [1], scale=float(d * w))
-    keys = ["model.depth", "model.width"]
+    for data in ("spirals", "sawtooth"):
+        for d, w in ((1, 8), (1, 16), (4, 8), (4, 16)):
+            params = {"model.depth": str(d), "model.width": str(w), "data.name": data}
+            runs.append(run_info(f"{data}{d}{w}", **params, **{"model.param_budget": "2500"}))
+            histories[runs[-1].run_id] = history(2, [0], [1], scale=float(d * w))
+    keys = ["data.name", "model.depth", "model.width"]
     style.apply()
-    fig, shown, used = plots.depth_width_heatmap(plots.Data(runs, histories, keys, []))
-    (path,) = style.save(fig, tmp_path / "heatmap", ["png"])
-    assert imread(path).std() > 0 and shown == runs and used == ["val/loss"]
+    fig, shown, used = plots.FIGURES[figure][0](plots.Data(runs, histories, keys, []))
+    (path,) = style.save(fig, tmp_path / figure, ["png"])
+    assert imread(path).std() > 0 and shown == runs and "val/loss" in used
+    titles = {ax.get_title() for ax in fig.axes} - {""}
+    expected = {"spirals (≈ 2500 parameters)", "sawtooth (≈ 2500 parameters)"}
+    assert titles == (
+        {"data=spirals", "data=sawtooth"} if figure == "depth_width_heatmap" else expected
+    )
 
 
 # --- end to end: a real sweep, the CLI, MLflow ---
@@ -473,3 +485,22 @@ def test_empty_or_unknown_selection_fails_with_one_line(
     assert done.returncode == 1
     assert done.stderr.startswith(message) and len(done.stderr.strip().splitlines()) == 1
     assert args[-1] in done.stderr and not (sweep.folder / "x").exists()
+
+
+def test_the_readme_gallery_is_what_the_gallery_command_writes(
+    compose_config: Callable[..., Any],
+) -> None:
+    """Every image the README shows is a figure a gallery shot draws, and is in docs/."""
+    import re
+
+    from experiments import gallery, plots
+
+    readme = (gallery.PROJECT_ROOT / "README.md").read_text()
+    shown = re.findall(r"\(docs/gallery/(\w+)\.png\)", readme)
+    written = [name for shot in gallery.SHOTS for name in shot.figures]
+    assert sorted(shown) == sorted(written) and len(set(written)) == len(written)
+    assert set(written) <= set(plots.FIGURES)
+    for name in written:
+        assert (gallery.DOCS / f"{name}.png").stat().st_size > 10_000, name
+    for shot in gallery.SHOTS:
+        compose_config(list(shot.sweep))  # each sweep's overrides compose
