@@ -567,10 +567,10 @@ def read_histories(uri: str, runs: Sequence[fd.RunInfo]) -> dict[str, History]:
 
 def read_classifiers(uri: str, runs: Sequence[fd.RunInfo]) -> dict[str, MLP]:
     """The trained nets of the runs that classify 2-D inputs (one ``model.npz`` download
-    each); other nets, and runs without a readable file, are skipped."""
+    each); other nets, diverged runs and unreadable files are skipped."""
     models = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for run in runs:
+        for run in (r for r in runs if not r.diverged):
             try:
                 path = fetch_artifact(uri, run.artifact_uri, fd.MODEL_FILE, Path(tmp, run.run_id))
                 net = fd.load_model(path, run.params)
