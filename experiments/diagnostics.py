@@ -270,7 +270,7 @@ class DiagnosticsRecorder(Callback):
 
     def on_step(self, report: StepReport) -> None:
         self.history.n_layers = report.net.n_layers
-        self._record("step", report.step, {BATCH_LOSS: report.loss, **layer_diagnostics(report)})
+        self.record("step", report.step, {BATCH_LOSS: report.loss, **layer_diagnostics(report)})
         if not self.histograms:
             return
         bp, bins = report.bp, self.histogram_bins
@@ -295,9 +295,10 @@ class DiagnosticsRecorder(Callback):
         metrics["progress/epoch"] = report.epoch
         metrics["progress/examples_seen"] = report.examples_seen
         metrics["progress/seconds"] = report.seconds
-        self._record("epoch", report.step, metrics)
+        self.record("epoch", report.step, metrics)
 
-    def _record(self, family: str, step: int, metrics: Mapping[str, float]) -> None:
+    def record(self, family: str, step: int, metrics: Mapping[str, float]) -> None:
+        """Add ``metrics`` to the history under ``family`` and send a copy to the sink."""
         values = {key: float(v) for key, v in metrics.items()}
         self.history.add(family, step, values)
         if self.sink is not None:
