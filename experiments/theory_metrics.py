@@ -17,6 +17,7 @@ gradient of the mean loss over the whole training set at the parameters the step
 gradient was taken at (W − ΔW), i.e. one more forward + backward pass over n_train examples
 per logged step:
 
+    train/full_loss                the training-set loss there (steps to a target loss)
     full_bias_grad_norm/layer_XX   ‖∂C/∂bˡ‖ of the training-set mean (Nielsen ch. 5's measure)
     noise/grad_sq_small            |G_B|², the step's minibatch gradient (weights and biases)
     noise/grad_sq_big              |G_n|², the training-set gradient
@@ -100,8 +101,9 @@ class FullGradient(bpcore.Callback):
         before = copy.copy(report.net)  # the parameters the minibatch gradient was taken at
         params = [p - dp for p, dp in zip(report.net.params, report.updates, strict=True)]
         before.weights, before.biases = params[: before.n_layers], params[before.n_layers :]
-        _, full = before.loss_and_grads(self.data.x_train, self.data.y_train, self.loss)
-        metrics = {f"full_bias_grad_norm/{_tag(l)}": _norm(b) for l, b in enumerate(full.biases)}
+        loss, full = before.loss_and_grads(self.data.x_train, self.data.y_train, self.loss)
+        metrics = {"train/full_loss": loss}
+        metrics |= {f"full_bias_grad_norm/{_tag(l)}": _norm(b) for l, b in enumerate(full.biases)}
         small, big = _squared_norm(report.bp), _squared_norm(full)
         self._window.append((small, big, len(report.bp.zs[0])))
         metrics["noise/grad_sq_small"], metrics["noise/grad_sq_big"] = small, big
