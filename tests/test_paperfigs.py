@@ -1,0 +1,80 @@
+"""The reproduction figures: their data functions alone, then each figure on real tiny runs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import bpcore
+from experiments import figdata as fd
+from experiments import paperfigs as pf
+from experiments.config import Experiment
+from experiments.diagnostics import DiagnosticsRecorder, History
+from experiments.plots import Data
+from experiments.theory_metrics import theory_callbacks
+
+
+def _run(batch: int, lr: float, seed: int = 0) -> History:
+    """A tiny tanh net on spirals with the theory and full-gradient metrics."""
+    data = bpcore.make_dataset("spirals", n_samples=200)
+    net = bpcore.MLP([2, 8, 8, 8, 2], "tanh", "softmax", "xavier_normal", seed)
+    exp = Experiment(data, net, bpcore.get_optimizer("sgd", lr), "cross_entropy", batch, [8] * 3)
+    recorder = DiagnosticsRecorder(2)
+    callbacks = [recorder, *theory_callbacks(True, 2, exp, recorder.record)]
+    bpcore.fit(net, data, exp.loss, exp.optimizer, batch, epochs=3, callbacks=callbacks)
+    return recorder.history
+
+
+@pytest.fixture(scope="module")
+def runs() -> dict[str, History]:
+    return {f"b{b}-lr{lr}": _run(b, lr) for b in (4, 16, 160) for lr in (0.3, 1.0)}
+
+
+def test_overlay_is_the_mean_field_line_through_the_top_hidden_layer(runs) -> None:
+    layers, measured, predicted = pf.overlay(runs["b4-lr0.3"]) or ((), (), ())
+    np.testing.assert_array_equal(layers, [1, 2, 3])
+    assert predicted[-1] == measured[-1]
+    ratio = math.sqrt(pf.first(runs["b4-lr0.3"], pf.CHI1))
+    np.testing.assert_allclose(predicted[:-1] / predicted[1:], ratio, rtol=1e-12)
+    assert pf.overlay(History(3)) is None
+
+
+def test_growth_points_undo_the_logged_slope(runs) -> None:
+    chi, measured = pf.growth_points(runs)
+    h = runs["b4-lr0.3"]
+    assert chi[0] == pf.first(h, pf.CHI1)
+    assert measured[0] == pytest.approx(math.exp(-2 * pf.first(h, pf.SLOPE)), rel=1e-12)
+
+
+def test_steps_to_target() -> None:
+    """Linear in ln(loss) between logged steps: e^-1 at 10, e^-2 at 20 put e^-1.5 at 15."""
+    losses = np.exp([0.0, -1.0, -2.0])
+    assert pf.steps_to_target([0, 10, 20], losses, math.exp(-1.5)) == pytest.approx(15.0)
+    assert pf.steps_to_target([0, 10, 20], losses, 2.0) == 0.0
+    assert math.isnan(pf.steps_to_target([0, 10, 20], losses, 0.01))
+
+
+def test_best_steps_take_the_fastest_learning_rate(runs) -> None:
+    assert pf.batch_size(runs["b16-lr1.0"]) == 16.0
+    assert pf.batch_size(runs["b160-lr1.0"]) == 160.0
+    target = max(float(h.series(pf.FULL_LOSS)[1].min()) for h in runs.values())
+    batches, steps = pf.best_steps(runs, target)
+    np.testing.assert_array_equal(batches, [4.0, 16.0, 160.0])
+    for b, s in zip(batches, steps):
+        each = [
+            pf.steps_to_target(*h.series(pf.FULL_LOSS), target)
+            for k, h in runs.items()
+            if k.startswith(f"b{int(b)}-")
+        ]
+        assert s == min(each)
+
+
+@pytest.mark.parametrize("name", list(pf.FIGURES))
+def test_each_figure_draws_its_runs(runs, name: str) -> None:
+    infos = [fd.RunInfo(k, k, {"train.batch_size": k.split("-")[0][1:]}) for k in runs]
+    panels = [((r.name,), r) for r in infos[:2]]
+    fig, shown, keys = pf.FIGURES[name](Data(infos, runs, ["train.batch_size"], panels))
+    assert shown and keys
+    assert fig.axes
