@@ -9,6 +9,15 @@ MLflow and are tested on their own.
                      ‖∂L/∂bˡ‖ ∝ (√χ₁)^(L−1−l) through the top hidden layer (theory/chi1)
     chi1_growth      the measured per-layer factor of ‖∂L/∂bˡ‖², exp(−2 · measured slope),
                      against χ₁ of the run's init (the edge_of_chaos sweep)
+    trainability     final val/accuracy over (σ_w², depth), one panel per σ_b², with the
+                     gradient depth scale 6|ξ_∇| (edge_of_chaos)
+    layer_moments    step-0 E[(aˡ)²] and mean of aˡ per layer (he_depth30, selu_selfnorm)
+    speed_of_learning  ‖∂C/∂bˡ‖ of the training-set gradient per layer over training
+                     (nielsen_ch5, Nielsen's "speed of learning")
+    activation_stats   mean (solid) and std (dashed) of aˡ per layer over training
+                     (glorot_bengio: the top sigmoid layer sinking to 0, Glorot & Bengio Fig. 2)
+    activation_histograms  the distribution of aˡ per hidden layer at the last logged step
+                     (glorot_bengio, log.histograms=true)
     steps_vs_batch   steps to TARGET_LOSS of the training-set loss against batch size, the
                      best learning rate per batch size, with the fit S = S_min (1 + B_noise/B)
                      (McCandlish et al. 2018; the noise_scale preset)
@@ -22,6 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bpcore import theory
 from bpcore.noise_scale import fit_steps_vs_batch
 from experiments import figdata as fd
 from experiments import style
@@ -31,6 +41,9 @@ if TYPE_CHECKING:
     from experiments.plots import Built, Data
 
 CHI1, SLOPE = "theory/chi1", "theory/measured_slope"
+SIGMA_W2, SIGMA_B2 = "theory/sigma_w2", "theory/sigma_b2"
+VAL_ACCURACY = "val/accuracy"
+TRAINABLE_XI = 6  # Schoenholz et al.: nets train up to a depth of about 6 depth scales
 FULL_LOSS = "train/full_loss"
 TARGET_LOSS = 0.2  # steps_vs_batch: reached by every batch size of the noise_scale preset
 BIAS_GRAD = r"$\Vert\partial L/\partial b^l\Vert$"
@@ -101,7 +114,50 @@ def best_steps(
     return batches, np.array([best[b] for b in batches], dtype=np.float64)
 
 
+def layer_moments_of(history: History) -> tuple[fd.IntArray, fd.FloatArray, fd.FloatArray]:
+    """(layers 1 … L−1, E[(aˡ)²] = std² + mean², mean of aˡ) of the hidden layers at step 0."""
+    _, layers, means = fd.per_layer_over_time(history, "act_mean")
+    _, _, stds = fd.per_layer_over_time(history, "act_std")
+    m, sd = means[:-1, 0], stds[:-1, 0]
+    return layers[:-1], sd * sd + m * m, m
+
+
+def activation_density(history: History) -> tuple[fd.FloatArray, fd.FloatArray]:
+    """(bin centres, density) per hidden layer, shape (L − 1, bins), of the last recorded
+    activation histogram; each layer's density integrates to 1 over its bins."""
+    _, edges, counts = history.histogram("activation")
+    edges, last = edges[:-1], counts[-1, :-1].astype(np.float64)
+    widths = np.diff(edges, axis=1)
+    total = last.sum(axis=1, keepdims=True)
+    return (edges[:, 1:] + edges[:, :-1]) / 2, last / np.where(total > 0, total, 1) / widths
+
+
+def trainability_points(
+    histories: Mapping[str, History],
+) -> dict[float, tuple[fd.FloatArray, fd.FloatArray, fd.FloatArray]]:
+    """Per σ_b²: (σ_w², depth L − 1, last val/accuracy) of each run with theory metrics."""
+    points: dict[float, list[tuple[float, float, float]]] = {}
+    for h in histories.values():
+        if CHI1 not in h.keys or VAL_ACCURACY not in h.keys or h.n_layers is None:
+            continue
+        accuracy = float(h.series(VAL_ACCURACY)[1][-1])
+        row = (first(h, SIGMA_W2), float(h.n_layers - 1), accuracy)
+        points.setdefault(round(first(h, SIGMA_B2), 6), []).append(row)
+    return {
+        b: tuple(np.array(c) for c in zip(*sorted(rows), strict=True))
+        for b, rows in sorted(points.items())
+    }  # type: ignore[misc]
+
+
 # ---------------------------------------------------------------------------------- figures
+
+
+def _has_histograms(history: History) -> bool:
+    try:
+        history.histogram("activation")
+    except KeyError:
+        return False
+    return True
 
 
 def _with(data: Data, key: str) -> list[fd.RunInfo]:
@@ -175,14 +231,101 @@ def steps_vs_batch(data: Data) -> Built:
         b = np.geomspace(batches.min(), batches.max(), 200)
         fit = rf"$S_{{min}}(1 + B_{{noise}}/B)$, $B_{{noise}}$ = {b_noise:.3g}"
         ax.plot(b, s_min * (1 + b_noise / b), "--", color=style.BLACK, label=fit)
-    ax.set(xscale="log", yscale="log", xlabel="batch size B")
-    ax.set_ylabel(f"steps to training loss {TARGET_LOSS:g}")
+    if len(batches):
+        ax.set(xscale="log", yscale="log")
+    else:
+        ax.text(0.5, 0.5, "no run reached the target", transform=ax.transAxes, ha="center")
+    ax.set(xlabel="batch size B", ylabel=f"steps to training loss {TARGET_LOSS:g}")
     ax.legend(loc="upper right")
     return fig, runs, [FULL_LOSS, fd.EXAMPLES_KEY]
+
+
+def trainability(data: Data) -> Built:
+    """Final val/accuracy (colour) over σ_w² and depth, a panel per σ_b², with 6|ξ_∇|."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    runs = _with(data, CHI1)
+    points = trainability_points({r.run_id: data.histories[r.run_id] for r in runs})
+    fig, axes = style.grid(max(1, len(points)), 2.4, ncols=2)
+    norm, cmap = Normalize(0, 1), "viridis"
+    activation = data.runs[0].params.get(fd.ACTIVATION_KEY, "tanh") if data.runs else "tanh"
+    for ax, (sigma_b2, (sigma_w2, depth, accuracy)) in zip(axes, points.items(), strict=False):
+        grid_w2 = np.geomspace(sigma_w2.min(), sigma_w2.max(), 200)
+        xi = [abs(theory.gradient_depth_scale(activation, w, sigma_b2)) for w in grid_w2]
+        ax.plot(grid_w2, TRAINABLE_XI * np.array(xi), "--", color=style.BLACK, label="6|ξ_∇|")
+        ax.scatter(sigma_w2, depth, c=accuracy, cmap=cmap, norm=norm, s=40, edgecolors="0.3")
+        ax.set(xscale="log", yscale="log", title=f"σ_b² = {sigma_b2:g}", ylim=(5, 2000))
+        ax.set_xlabel("σ_w²")
+    axes[0].set_ylabel("hidden layers")
+    axes[0].legend(loc="upper right")
+    fig.colorbar(ScalarMappable(norm, cmap), ax=axes, label="val accuracy at the end")
+    return fig, runs, [SIGMA_W2, SIGMA_B2, VAL_ACCURACY]
+
+
+def layer_moments(data: Data) -> Built:
+    """Step-0 E[(aˡ)²] (log) and mean of aˡ per hidden layer, per config (lowest seed)."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig = style.figure(style.TWO_COLUMN, 2.6)
+    axes = fig.subplots(1, 2)
+    look = style.looks(data.keys, [c for c, _ in data.panels])
+    for config, run in data.panels:
+        layers, second, mean = layer_moments_of(data.histories[run.run_id])
+        kw = {**look[config], "markevery": max(1, len(layers) // 8)}
+        axes[0].plot(layers, fd.positive(second), **kw)
+        axes[1].plot(layers, mean, **kw)
+    axes[0].set(yscale="log", ylabel=r"$E[(a^l)^2]$ at step 0")
+    axes[1].set(ylabel=r"mean of $a^l$ at step 0")
+    for ax in axes:
+        ax.set_xlabel("hidden layer l")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    configs = [c for c, _ in data.panels]
+    style.legend(fig, style.legend_handles(data.keys, configs, fd.config_label))
+    shown = [r for _, r in data.panels]
+    return fig, shown, ["act_mean", "act_std"]
+
+
+def speed_of_learning(data: Data) -> Built:
+    """Nielsen's speed of learning: training-set ‖∂C/∂bˡ‖ per layer over training."""
+    from experiments.plots import _layer_grid
+
+    return _layer_grid(data, {"full_bias_grad_norm": "-"}, True, f"{BIAS_GRAD} (training set)")
+
+
+def activation_stats(data: Data) -> Built:
+    """Glorot & Bengio Fig. 2: mean (solid) and std (dashed) of aˡ per layer over training."""
+    from experiments.plots import _layer_grid
+
+    return _layer_grid(data, {"act_mean": "-", "act_std": "--"}, False, "mean (—), std (--) of aˡ")
+
+
+def activation_histograms(data: Data) -> Built:
+    """Per config, the density of aˡ of each hidden layer at the last logged step."""
+    from matplotlib.cm import ScalarMappable
+
+    runs = [(c, r) for c, r in data.panels if _has_histograms(data.histories[r.run_id])]
+    depth = max((data.histories[r.run_id].n_layers or 2) - 1 for _, r in runs) if runs else 1
+    norm, cmap = style.layer_colours(depth)
+    fig, axes = style.grid(max(1, len(runs)), 1.3)
+    for ax, (config, run) in zip(axes, runs, strict=False):
+        centres, density = activation_density(data.histories[run.run_id])
+        for l, (x, y) in enumerate(zip(centres, density, strict=True), start=1):
+            ax.plot(x, y, color=cmap(norm(l)), lw=0.9)
+        ax.set(title=fd.config_label(data.keys, config), yscale="log")
+    fig.supxlabel("activation value aˡ (last logged step)")
+    fig.supylabel("density")
+    fig.colorbar(ScalarMappable(norm, cmap), ax=axes, label="hidden layer l")
+    return fig, [r for _, r in runs], ["act_mean"]
 
 
 FIGURES = {
     "theory_overlay": theory_overlay,
     "chi1_growth": chi1_growth,
+    "trainability": trainability,
+    "layer_moments": layer_moments,
+    "speed_of_learning": speed_of_learning,
+    "activation_stats": activation_stats,
+    "activation_histograms": activation_histograms,
     "steps_vs_batch": steps_vs_batch,
 }

@@ -10,6 +10,7 @@ import pytest
 import bpcore
 from experiments import figdata as fd
 from experiments import paperfigs as pf
+from experiments import style
 from experiments.config import Experiment
 from experiments.diagnostics import DiagnosticsRecorder, History
 from experiments.plots import Data
@@ -21,7 +22,7 @@ def _run(batch: int, lr: float, seed: int = 0) -> History:
     data = bpcore.make_dataset("spirals", n_samples=200)
     net = bpcore.MLP([2, 8, 8, 8, 2], "tanh", "softmax", "xavier_normal", seed)
     exp = Experiment(data, net, bpcore.get_optimizer("sgd", lr), "cross_entropy", batch, [8] * 3)
-    recorder = DiagnosticsRecorder(2)
+    recorder = DiagnosticsRecorder(2, histograms=True)
     callbacks = [recorder, *theory_callbacks(True, 2, exp, recorder.record)]
     bpcore.fit(net, data, exp.loss, exp.optimizer, batch, epochs=3, callbacks=callbacks)
     return recorder.history
@@ -71,10 +72,30 @@ def test_best_steps_take_the_fastest_learning_rate(runs) -> None:
         assert s == min(each)
 
 
+def test_layer_moments_and_activation_density(runs) -> None:
+    h = runs["b4-lr0.3"]
+    layers, second, mean = pf.layer_moments_of(h)
+    np.testing.assert_array_equal(layers, [1, 2, 3])
+    std, m = (h.series(f"{f}/layer_02")[1][0] for f in ("act_std", "act_mean"))
+    assert (second[1], mean[1]) == (pytest.approx(std**2 + m**2), m)
+    centres, density = pf.activation_density(h)
+    _, edges, _ = h.histogram("activation")
+    assert centres.shape == density.shape == (3, edges.shape[1] - 1)
+    np.testing.assert_allclose(np.sum(density * np.diff(edges[:-1], axis=1), axis=1), 1.0)
+
+
+def test_trainability_points_group_by_sigma_b2(runs) -> None:
+    points = pf.trainability_points(runs)
+    assert list(points) == [0.0]
+    sigma_w2, depth, accuracy = points[0.0]
+    assert len(sigma_w2) == len(runs) and np.all(depth == 3)
+    assert np.all((accuracy >= 0) & (accuracy <= 1))
+
+
 @pytest.mark.parametrize("name", list(pf.FIGURES))
 def test_each_figure_draws_its_runs(runs, name: str) -> None:
     infos = [fd.RunInfo(k, k, {"train.batch_size": k.split("-")[0][1:]}) for k in runs]
     panels = [((r.name,), r) for r in infos[:2]]
     fig, shown, keys = pf.FIGURES[name](Data(infos, runs, ["train.batch_size"], panels))
     assert shown and keys
-    assert fig.axes
+    assert style.render(fig, ["png"])["png"].startswith(b"\x89PNG")
