@@ -244,6 +244,7 @@ def trainability(data: Data) -> Built:
     """Final val/accuracy (colour) over σ_w² and depth, a panel per σ_b², with 6|ξ_∇|."""
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     runs = _with(data, CHI1)
     points = trainability_points({r.run_id: data.histories[r.run_id] for r in runs})
@@ -255,7 +256,10 @@ def trainability(data: Data) -> Built:
         xi = [abs(theory.gradient_depth_scale(activation, w, sigma_b2)) for w in grid_w2]
         ax.plot(grid_w2, TRAINABLE_XI * np.array(xi), "--", color=style.BLACK, label="6|ξ_∇|")
         ax.scatter(sigma_w2, depth, c=accuracy, cmap=cmap, norm=norm, s=40, edgecolors="0.3")
-        ax.set(xscale="log", yscale="log", title=f"σ_b² = {sigma_b2:g}", ylim=(5, 2000))
+        ax.set(xscale="log", yscale="log", title=f"σ_b² = {sigma_b2:.3g}", ylim=(5, 2000))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xticks([0.5, 1, 2, 4])
         ax.set_xlabel("σ_w²")
     axes[0].set_ylabel("hidden layers")
     axes[0].legend(loc="upper right")
