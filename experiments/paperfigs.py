@@ -16,9 +16,8 @@ MLflow and are tested on their own.
                      (nielsen_ch5, Nielsen's "speed of learning")
     activation_stats   mean (solid) and std (dashed) of aˡ per layer over training
                      (glorot_bengio: the top sigmoid layer sinking to 0, Glorot & Bengio Fig. 2)
-    activation_histograms  the distribution of aˡ per hidden layer at the last logged step
-                     (glorot_bengio, log.histograms=true)
-    steps_vs_batch   steps to TARGET_LOSS of the training-set loss against batch size, the
+    steps_vs_batch   steps to TARGET_LOSS of the training-set loss (train/full_loss, logged every
+                     few steps: finer than the epoch losses) against batch size, the
                      best learning rate per batch size, with the fit S = S_min (1 + B_noise/B)
                      (McCandlish et al. 2018; the noise_scale preset)
 """
@@ -26,7 +25,7 @@ MLflow and are tested on their own.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -38,14 +37,14 @@ from experiments import style
 from experiments.diagnostics import History
 
 if TYPE_CHECKING:
-    from experiments.plots import Built, Data
+    from experiments.plots import Built, Data, Spec
 
 CHI1, SLOPE = "theory/chi1", "theory/measured_slope"
 SIGMA_W2, SIGMA_B2 = "theory/sigma_w2", "theory/sigma_b2"
 VAL_ACCURACY = "val/accuracy"
 TRAINABLE_XI = 6  # Schoenholz et al.: nets train up to a depth of about 6 depth scales
 FULL_LOSS = "train/full_loss"
-TARGET_LOSS = 0.2  # steps_vs_batch: reached by every batch size of the noise_scale preset
+TARGET_LOSS = 0.2  # steps_vs_batch unless Data.target_loss: the noise_scale runs all reach it
 BIAS_GRAD = r"$\Vert\partial L/\partial b^l\Vert$"
 
 
@@ -79,35 +78,16 @@ def growth_points(histories: Mapping[str, History]) -> tuple[fd.FloatArray, fd.F
     return chi, measured
 
 
-def steps_to_target(steps: Sequence[int], losses: Sequence[float], target: float) -> float:
-    """The first step at which ``losses`` reaches ``target``, interpolated linearly in ln(loss)
-    between the two logged steps around the crossing; NaN if it never does."""
-    s, loss = np.asarray(steps, dtype=np.float64), np.asarray(losses, dtype=np.float64)
-    hit = np.flatnonzero(loss <= target)
-    if hit.size == 0:
-        return math.nan
-    i = int(hit[0])
-    if i == 0:
-        return float(s[0])
-    y0, y1 = math.log(loss[i - 1]), math.log(loss[i])
-    return float(s[i - 1] + (s[i] - s[i - 1]) * (y0 - math.log(target)) / (y0 - y1))
-
-
-def batch_size(history: History) -> float:
-    """The mean minibatch size: examples seen over steps taken at the first epoch's end."""
-    steps, examples = history.series(fd.EXAMPLES_KEY)
-    return float(examples[0] / steps[0])
-
-
 def best_steps(
-    histories: Mapping[str, History], target: float = TARGET_LOSS
+    runs: Sequence[fd.RunInfo], histories: Mapping[str, History], target: float = TARGET_LOSS
 ) -> tuple[fd.FloatArray, fd.FloatArray]:
-    """(batch sizes, fewest steps to ``target`` over the runs of each batch size), by batch
-    size; runs that never reach it are left out."""
+    """(batch sizes, fewest steps to ``target`` of the training-set loss over the runs of each
+    batch size), by batch size; runs that never reach it are left out."""
     best: dict[float, float] = {}
-    for h in histories.values():
-        s = steps_to_target(*h.series(FULL_LOSS), target)
-        b = round(batch_size(h), 6)
+    for run in runs:
+        h = histories[run.run_id]
+        s = fd.steps_to_target(*h.series(FULL_LOSS), target)
+        b = fd.batch_size(run, h)
         if not math.isnan(s):
             best[b] = min(best.get(b, math.inf), s)
     batches = np.array(sorted(best), dtype=np.float64)
@@ -120,16 +100,6 @@ def layer_moments_of(history: History) -> tuple[fd.IntArray, fd.FloatArray, fd.F
     _, _, stds = fd.per_layer_over_time(history, "act_std")
     m, sd = means[:-1, 0], stds[:-1, 0]
     return layers[:-1], sd * sd + m * m, m
-
-
-def activation_density(history: History) -> tuple[fd.FloatArray, fd.FloatArray]:
-    """(bin centres, density) per hidden layer, shape (L − 1, bins), of the last recorded
-    activation histogram; each layer's density integrates to 1 over its bins."""
-    _, edges, counts = history.histogram("activation")
-    edges, last = edges[:-1], counts[-1, :-1].astype(np.float64)
-    widths = np.diff(edges, axis=1)
-    total = last.sum(axis=1, keepdims=True)
-    return (edges[:, 1:] + edges[:, :-1]) / 2, last / np.where(total > 0, total, 1) / widths
 
 
 def trainability_points(
@@ -150,14 +120,6 @@ def trainability_points(
 
 
 # ---------------------------------------------------------------------------------- figures
-
-
-def _has_histograms(history: History) -> bool:
-    try:
-        history.histogram("activation")
-    except KeyError:
-        return False
-    return True
 
 
 def _with(data: Data, key: str) -> list[fd.RunInfo]:
@@ -220,9 +182,10 @@ def chi1_growth(data: Data) -> Built:
 
 
 def steps_vs_batch(data: Data) -> Built:
-    """Fewest steps to TARGET_LOSS per batch size and the fit S = S_min (1 + B_noise/B)."""
+    """Fewest steps to the target loss per batch size and the fit S = S_min (1 + B_noise/B)."""
     runs = _with(data, FULL_LOSS)
-    batches, steps = best_steps({r.run_id: data.histories[r.run_id] for r in runs})
+    target = TARGET_LOSS if data.target_loss is None else data.target_loss
+    batches, steps = best_steps(runs, data.histories, target)
     fig = style.figure(style.ONE_COLUMN, 2.8)
     ax = fig.subplots()
     ax.plot(batches, steps, "o", color=style.BLUE, label="best learning rate of the grid")
@@ -235,7 +198,7 @@ def steps_vs_batch(data: Data) -> Built:
         ax.set(xscale="log", yscale="log")
     else:
         ax.text(0.5, 0.5, "no run reached the target", transform=ax.transAxes, ha="center")
-    ax.set(xlabel="batch size B", ylabel=f"steps to training loss {TARGET_LOSS:g}")
+    ax.set(xlabel="batch size B", ylabel=f"steps to training loss {target:g}")
     ax.legend(loc="upper right")
     return fig, runs, [FULL_LOSS, fd.EXAMPLES_KEY]
 
@@ -304,32 +267,20 @@ def activation_stats(data: Data) -> Built:
     return _layer_grid(data, {"act_mean": "-", "act_std": "--"}, False, "mean (—), std (--) of aˡ")
 
 
-def activation_histograms(data: Data) -> Built:
-    """Per config, the density of aˡ of each hidden layer at the last logged step."""
-    from matplotlib.cm import ScalarMappable
-
-    runs = [(c, r) for c, r in data.panels if _has_histograms(data.histories[r.run_id])]
-    depth = max((data.histories[r.run_id].n_layers or 2) - 1 for _, r in runs) if runs else 1
-    norm, cmap = style.layer_colours(depth)
-    fig, axes = style.grid(max(1, len(runs)), 1.3)
-    for ax, (config, run) in zip(axes, runs, strict=False):
-        centres, density = activation_density(data.histories[run.run_id])
-        for l, (x, y) in enumerate(zip(centres, density, strict=True), start=1):
-            ax.plot(x, y, color=cmap(norm(l)), lw=0.9)
-        ax.set(title=fd.config_label(data.keys, config), yscale="log")
-    fig.supxlabel("activation value aˡ (last logged step)")
-    fig.supylabel("density")
-    fig.colorbar(ScalarMappable(norm, cmap), ax=axes, label="hidden layer l")
-    return fig, [r for _, r in runs], ["act_mean"]
+def _has(key: str) -> Callable[[Data], bool]:
+    return lambda data: bool(_with(data, key))
 
 
-FIGURES = {
-    "theory_overlay": theory_overlay,
-    "chi1_growth": chi1_growth,
-    "trainability": trainability,
-    "layer_moments": layer_moments,
-    "speed_of_learning": speed_of_learning,
-    "activation_stats": activation_stats,
-    "activation_histograms": activation_histograms,
-    "steps_vs_batch": steps_vs_batch,
+def _always(data: Data) -> bool:
+    return True
+
+
+FIGURES: dict[str, Spec] = {  # name → (figure, whether the selected runs can show it)
+    "theory_overlay": (theory_overlay, _has(CHI1)),
+    "chi1_growth": (chi1_growth, _has(CHI1)),
+    "trainability": (trainability, _has(CHI1)),
+    "layer_moments": (layer_moments, _always),
+    "speed_of_learning": (speed_of_learning, _has("full_bias_grad_norm/layer_01")),
+    "activation_stats": (activation_stats, _always),
+    "steps_vs_batch": (steps_vs_batch, _has(FULL_LOSS)),
 }

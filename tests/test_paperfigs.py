@@ -22,7 +22,7 @@ def _run(batch: int, lr: float, seed: int = 0) -> History:
     data = bpcore.make_dataset("spirals", n_samples=200)
     net = bpcore.MLP([2, 8, 8, 8, 2], "tanh", "softmax", "xavier_normal", seed)
     exp = Experiment(data, net, bpcore.get_optimizer("sgd", lr), "cross_entropy", batch, [8] * 3)
-    recorder = DiagnosticsRecorder(2, histograms=True)
+    recorder = DiagnosticsRecorder(2)
     callbacks = [recorder, *theory_callbacks(True, 2, exp, recorder.record)]
     bpcore.fit(net, data, exp.loss, exp.optimizer, batch, epochs=3, callbacks=callbacks)
     return recorder.history
@@ -49,39 +49,29 @@ def test_growth_points_undo_the_logged_slope(runs) -> None:
     assert measured[0] == pytest.approx(math.exp(-2 * pf.first(h, pf.SLOPE)), rel=1e-12)
 
 
-def test_steps_to_target() -> None:
-    """Linear in ln(loss) between logged steps: e^-1 at 10, e^-2 at 20 put e^-1.5 at 15."""
-    losses = np.exp([0.0, -1.0, -2.0])
-    assert pf.steps_to_target([0, 10, 20], losses, math.exp(-1.5)) == pytest.approx(15.0)
-    assert pf.steps_to_target([0, 10, 20], losses, 2.0) == 0.0
-    assert math.isnan(pf.steps_to_target([0, 10, 20], losses, 0.01))
+def _infos(runs: dict[str, History]) -> list[fd.RunInfo]:
+    return [fd.RunInfo(k, k, {"train.batch_size": k.split("-")[0][1:]}) for k in runs]
 
 
 def test_best_steps_take_the_fastest_learning_rate(runs) -> None:
-    assert pf.batch_size(runs["b16-lr1.0"]) == 16.0
-    assert pf.batch_size(runs["b160-lr1.0"]) == 160.0
     target = max(float(h.series(pf.FULL_LOSS)[1].min()) for h in runs.values())
-    batches, steps = pf.best_steps(runs, target)
+    batches, steps = pf.best_steps(_infos(runs), runs, target)
     np.testing.assert_array_equal(batches, [4.0, 16.0, 160.0])
     for b, s in zip(batches, steps):
         each = [
-            pf.steps_to_target(*h.series(pf.FULL_LOSS), target)
+            fd.steps_to_target(*h.series(pf.FULL_LOSS), target)
             for k, h in runs.items()
             if k.startswith(f"b{int(b)}-")
         ]
         assert s == min(each)
 
 
-def test_layer_moments_and_activation_density(runs) -> None:
+def test_layer_moments(runs) -> None:
     h = runs["b4-lr0.3"]
     layers, second, mean = pf.layer_moments_of(h)
     np.testing.assert_array_equal(layers, [1, 2, 3])
     std, m = (h.series(f"{f}/layer_02")[1][0] for f in ("act_std", "act_mean"))
     assert (second[1], mean[1]) == (pytest.approx(std**2 + m**2), m)
-    centres, density = pf.activation_density(h)
-    _, edges, _ = h.histogram("activation")
-    assert centres.shape == density.shape == (3, edges.shape[1] - 1)
-    np.testing.assert_allclose(np.sum(density * np.diff(edges[:-1], axis=1), axis=1), 1.0)
 
 
 def test_trainability_points_group_by_sigma_b2(runs) -> None:
@@ -94,8 +84,12 @@ def test_trainability_points_group_by_sigma_b2(runs) -> None:
 
 @pytest.mark.parametrize("name", list(pf.FIGURES))
 def test_each_figure_draws_its_runs(runs, name: str) -> None:
-    infos = [fd.RunInfo(k, k, {"train.batch_size": k.split("-")[0][1:]}) for k in runs]
+    infos = _infos(runs)
     panels = [((r.name,), r) for r in infos[:2]]
-    fig, shown, keys = pf.FIGURES[name](Data(infos, runs, ["train.batch_size"], panels))
+    reached = max(float(h.series(pf.FULL_LOSS)[1].min()) for h in runs.values())
+    data = Data(infos, runs, ["train.batch_size"], panels, target_loss=reached)
+    figure, can_show = pf.FIGURES[name]
+    assert can_show(data)
+    fig, shown, keys = figure(data)
     assert shown and keys
     assert style.render(fig, ["png"])["png"].startswith(b"\x89PNG")
