@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 CHI1, SLOPE = "theory/chi1", "theory/measured_slope"
 SIGMA_W2, SIGMA_B2 = "theory/sigma_w2", "theory/sigma_b2"
 VAL_ACCURACY = "val/accuracy"
-TRAINABLE_XI = 6  # Schoenholz et al.: nets train up to a depth of about 6 depth scales
+TRAINABLE_XI = 6  # Schoenholz et al.: trainable up to ≈ 6 ξ_c (correlation depth); drawn with ξ_∇
 FULL_LOSS = "train/full_loss"
 TARGET_LOSS = 0.2  # steps_vs_batch unless Data.target_loss: the noise_scale runs all reach it
 BIAS_GRAD = r"$\Vert\partial L/\partial b^l\Vert$"
