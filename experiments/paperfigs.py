@@ -128,6 +128,7 @@ def _with(data: Data, key: str) -> list[fd.RunInfo]:
 
 def theory_overlay(data: Data) -> Built:
     """One panel per config: step-0 ‖∂L/∂bˡ‖ (markers) and the mean-field line (dashed)."""
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
     fig, axes = style.grid(len(data.panels), 1.3)
@@ -136,20 +137,21 @@ def theory_overlay(data: Data) -> Built:
         lines = overlay(data.histories[run.run_id])
         ax.set_title(fd.config_label(data.keys, config))
         if lines is None:
+            note = "no prediction:\nneeds ≥ 2 equal\nhidden layers"
+            ax.text(0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center")
+            ax.set(xticks=[], yticks=[])
             continue
         layers, measured, predicted = lines
-        ax.plot(layers, fd.positive(measured), "o", color=style.BLUE, label="measured")
-        ax.plot(
-            layers,
-            fd.positive(predicted),
-            "--",
-            color=style.BLACK,
-            label=r"$(\sqrt{\chi_1})^{L-1-l}$",
-        )
+        ax.plot(layers, fd.positive(measured), "o", color=style.BLUE)
+        ax.plot(layers, fd.positive(predicted), "--", color=style.BLACK)
         ax.set_yscale("log")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         shown.append(run)
-    axes[0].legend(loc="best")
+    handles = [
+        Line2D([], [], marker="o", ls="none", color=style.BLUE, label="measured"),
+        Line2D([], [], ls="--", color=style.BLACK, label=r"mean field $(\sqrt{\chi_1})^{L-1-l}$"),
+    ]
+    fig.legend(handles=handles, loc="outside upper center", ncols=2)
     fig.supxlabel("hidden layer l (1 = input side)")
     fig.supylabel(f"{BIAS_GRAD} at step 0")
     depth = max((data.histories[r.run_id].n_layers or 1) for r in shown) if shown else 1
@@ -255,16 +257,16 @@ def layer_moments(data: Data) -> Built:
 
 def speed_of_learning(data: Data) -> Built:
     """Nielsen's speed of learning: training-set ‖∂C/∂bˡ‖ per layer over training."""
-    from experiments.plots import _layer_grid
+    from experiments.plots import layer_grid
 
-    return _layer_grid(data, {"full_bias_grad_norm": "-"}, True, f"{BIAS_GRAD} (training set)")
+    return layer_grid(data, {"full_bias_grad_norm": "-"}, True, f"{BIAS_GRAD} (training set)")
 
 
 def activation_stats(data: Data) -> Built:
     """Glorot & Bengio Fig. 2: mean (solid) and std (dashed) of aˡ per layer over training."""
-    from experiments.plots import _layer_grid
+    from experiments.plots import layer_grid
 
-    return _layer_grid(data, {"act_mean": "-", "act_std": "--"}, False, "mean (—), std (--) of aˡ")
+    return layer_grid(data, {"act_mean": "-", "act_std": "--"}, False, "mean (—), std (--) of aˡ")
 
 
 def _has(key: str) -> Callable[[Data], bool]:
@@ -275,10 +277,21 @@ def _always(data: Data) -> bool:
     return True
 
 
+def _several_chi1(data: Data) -> bool:
+    """At least three distinct χ₁ among the runs: a growth-vs-χ₁ plot has something to show."""
+    values = {round(first(data.histories[r.run_id], CHI1), 6) for r in _with(data, CHI1)}
+    return len(values) >= 3
+
+
+def _init_and_depth_vary(data: Data) -> bool:
+    init_varies = any(k.startswith("init.") for k in data.keys)
+    return init_varies and fd.DEPTH_KEY in data.keys and bool(_with(data, CHI1))
+
+
 FIGURES: dict[str, Spec] = {  # name → (figure, whether the selected runs can show it)
     "theory_overlay": (theory_overlay, _has(CHI1)),
-    "chi1_growth": (chi1_growth, _has(CHI1)),
-    "trainability": (trainability, _has(CHI1)),
+    "chi1_growth": (chi1_growth, _several_chi1),
+    "trainability": (trainability, _init_and_depth_vary),
     "layer_moments": (layer_moments, _always),
     "speed_of_learning": (speed_of_learning, _has("full_bias_grad_norm/layer_01")),
     "activation_stats": (activation_stats, _always),

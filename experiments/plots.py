@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from experiments import figdata as fd
-from experiments import style
+from experiments import paperfigs, style
 from experiments.diagnostics import HISTORY_FILE, SATURATION_THRESHOLD, History
 from experiments.provenance import git_commit
 from experiments.tracking import (
@@ -198,7 +198,7 @@ def loss_curves(data: Data) -> Built:
     return fig, data.runs, used
 
 
-def _layer_grid(data: Data, families: dict[str, str], log: bool, ylabel: str) -> Built:
+def layer_grid(data: Data, families: dict[str, str], log: bool, ylabel: str) -> Built:
     """One panel per config (lowest seed), one line per layer coloured by its index; each
     family (name → line style) in the same panel."""
     from matplotlib.cm import ScalarMappable
@@ -230,7 +230,7 @@ def saturation_dead(data: Data) -> Built:
     """Saturated fraction (solid) and dead units (dashed) per hidden layer over training."""
     from matplotlib.lines import Line2D
 
-    fig, shown, used = _layer_grid(data, {"saturation": "-", "dead": "--"}, False, "fraction")
+    fig, shown, used = layer_grid(data, {"saturation": "-", "dead": "--"}, False, "fraction")
     for ax in fig.axes[: len(data.panels)]:
         ax.set_ylim(-0.03, 1.03)
     handles = [
@@ -245,7 +245,7 @@ def update_ratio(data: Data) -> Built:
     """‖ΔW‖/‖W‖ per layer over training, with the 1e-3 guide line."""
     from matplotlib.lines import Line2D
 
-    fig, shown, used = _layer_grid(data, {"update_ratio": "-"}, True, UPDATE_RATIO)
+    fig, shown, used = layer_grid(data, {"update_ratio": "-"}, True, UPDATE_RATIO)
     for ax in fig.axes[: len(data.panels)]:
         ax.axhline(UPDATE_RATIO_GUIDE, color="0.4", linestyle=":", lw=0.8)
     handle = Line2D([], [], color="0.4", linestyle=":", lw=0.8)
@@ -522,6 +522,7 @@ FIGURES: dict[str, Spec] = {
         lambda d: any(d.histories[r.run_id].histogram_kinds for _, r in d.panels),
     ),
     "decision_boundaries": (decision_boundaries, lambda d: bool(d.models)),
+    **paperfigs.FIGURES,  # theory next to measurement: the paper reproductions' figures
 }
 
 

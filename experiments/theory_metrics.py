@@ -38,7 +38,7 @@ import bpcore
 from bpcore import theory
 from bpcore.noise_scale import noise_scale
 from experiments.config import Experiment
-from experiments.diagnostics import _norm, _tag
+from experiments.diagnostics import layer_tag, norm
 
 Record = Callable[[str, int, Mapping[str, float]], None]  # (family, step, metrics)
 NOISE_WINDOW = 10  # logged steps averaged before the ratio B_simple = tr(Σ)/|G|²
@@ -83,7 +83,7 @@ class TheoryMetrics(bpcore.Callback):
         return step == 0
 
     def on_step(self, report: bpcore.StepReport) -> None:
-        norms = [_norm(b) for b in report.bp.biases[:-1]]
+        norms = [norm(b) for b in report.bp.biases[:-1]]
         self.record("theory", report.step, slope_metrics(*self.inputs, norms))
 
 
@@ -103,7 +103,9 @@ class FullGradient(bpcore.Callback):
         before.weights, before.biases = params[: before.n_layers], params[before.n_layers :]
         loss, full = before.loss_and_grads(self.data.x_train, self.data.y_train, self.loss)
         metrics = {"train/full_loss": loss}
-        metrics |= {f"full_bias_grad_norm/{_tag(l)}": _norm(b) for l, b in enumerate(full.biases)}
+        metrics |= {
+            f"full_bias_grad_norm/{layer_tag(l)}": norm(b) for l, b in enumerate(full.biases)
+        }
         small, big = _squared_norm(report.bp), _squared_norm(full)
         self._window.append((small, big, len(report.bp.zs[0])))
         metrics["noise/grad_sq_small"], metrics["noise/grad_sq_big"] = small, big
@@ -119,7 +121,7 @@ class FullGradient(bpcore.Callback):
 
 def _squared_norm(bp: bpcore.Backprop) -> float:
     """|G|² over every weight and bias gradient."""
-    return sum(_norm(g) ** 2 for g in (*bp.weights, *bp.biases))
+    return sum(norm(g) ** 2 for g in (*bp.weights, *bp.biases))
 
 
 def theory_callbacks(

@@ -85,11 +85,27 @@ def test_trainability_points_group_by_sigma_b2(runs) -> None:
 @pytest.mark.parametrize("name", list(pf.FIGURES))
 def test_each_figure_draws_its_runs(runs, name: str) -> None:
     infos = _infos(runs)
-    panels = [((r.name,), r) for r in infos[:2]]
+    panels = [((r.name, "1.0", "3"), r) for r in infos[:2]]
     reached = max(float(h.series(pf.FULL_LOSS)[1].min()) for h in runs.values())
-    data = Data(infos, runs, ["train.batch_size"], panels, target_loss=reached)
+    keys = ["train.batch_size", "init.gain", "model.depth"]  # as if σ_w² and depth were swept
+    data = Data(infos, runs, keys, panels, target_loss=reached)
     figure, can_show = pf.FIGURES[name]
-    assert can_show(data)
+    assert can_show(data) or name == "chi1_growth"  # one init here: a single χ₁
     fig, shown, keys = figure(data)
     assert shown and keys
     assert style.render(fig, ["png"])["png"].startswith(b"\x89PNG")
+
+
+def test_growth_vs_chi1_needs_three_values_and_trainability_a_swept_init() -> None:
+    def with_chi1(value: float) -> History:
+        h = History(3)
+        h.add("theory", 0, {pf.CHI1: value})
+        return h
+
+    infos = [fd.RunInfo(str(v), str(v)) for v in (0.5, 1.0, 2.0)]
+    histories = {r.run_id: with_chi1(float(r.run_id)) for r in infos}
+    chi1_growth, trainability = pf.FIGURES["chi1_growth"][1], pf.FIGURES["trainability"][1]
+    assert chi1_growth(Data(infos, histories, [], []))
+    assert not chi1_growth(Data(infos[:2], histories, [], []))
+    assert trainability(Data(infos, histories, ["init.gain", "model.depth"], []))
+    assert not trainability(Data(infos, histories, ["model.depth"], []))
