@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench server server-stop
+.PHONY: run test bench gallery server server-stop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/bench_step.py
 	$(BIN)/python benchmarks/bench_tracking.py
+	$(BIN)/python benchmarks/bench_plots.py
+
+gallery: $(STAMP)
+	$(BIN)/python -m experiments.gallery
 
 # A local MLflow server on PostgreSQL (data in ./mlflow-server/); see `python -m experiments.server -h`
 server: $(STAMP)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 from numpy.polynomial.legendre import leggauss
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from bpcore.activations import Activation, get_activation
 
@@ -252,3 +252,37 @@ def critical_sigma_w2(
         else:
             hi = mid
     return (lo + hi) / 2
+
+
+# ------------------------------------------------------------------ measured vs predicted slope
+
+
+def predicted_log_slope(activation: str | Activation, sigma_w2: float, sigma_b2: float) -> float:
+    r"""Predicted slope of ln‖δˡ‖ against the layer index l (counted from the input).
+
+    ‖δˡ‖ ∝ (√χ₁)^(L−l) gives
+
+    .. math:: \frac{d \ln\Vert\delta^l\Vert}{d l} = -\tfrac12 \ln\chi_1 = \frac{1}{2\,\xi_\nabla},
+
+    positive when gradients vanish towards the input (ordered phase), negative when they grow
+    (chaotic), 0 at the edge of chaos; ``inf`` when χ₁ = 0.
+    """
+    c = chi1(activation, sigma_w2, sigma_b2)
+    return math.inf if c == 0 else -0.5 * math.log(c)
+
+
+def log_slope(norms: ArrayLike) -> float:
+    r"""Least-squares slope of ln ``norms[l]`` against l = 0, 1, …:
+
+    .. math:: \hat s = \frac{\sum_l (l - \bar l)\,(\ln n_l - \overline{\ln n})}
+                            {\sum_l (l - \bar l)^2}.
+
+    NaN if fewer than two norms are given or any is not finite and positive (a vanished or
+    exploded layer has no logarithm to fit).
+    """
+    y = np.asarray(norms, dtype=np.float64)
+    if y.ndim != 1 or len(y) < 2 or not np.all(np.isfinite(y) & (y > 0)):
+        return math.nan
+    x = np.arange(len(y), dtype=np.float64) - (len(y) - 1) / 2  # l − l̄
+    log_y = np.log(y)
+    return float(np.dot(x, log_y - log_y.mean()) / np.dot(x, x))

@@ -74,6 +74,7 @@ class ModelConf:
     hidden: list[int] | None = None  # explicit hidden widths; overrides depth and width
     param_budget: int | None = None  # if set: width chosen so every depth has ≈ this many params
     dtype: str = "float64"
+    output: str | None = None  # None: softmax (classification) / identity (regression); sigmoid
 
 
 @dataclass
@@ -89,6 +90,7 @@ class TrainConf:
 class LogConf:
     every_n_steps: int = 100  # diagnostics at step 0 and every n optimizer steps
     histograms: bool = False  # per-layer activation/gradient histograms (history file only)
+    full_gradient: bool = False  # also the training-set gradient and noise scale (theory_metrics)
 
 
 @dataclass
@@ -145,8 +147,7 @@ def build(cfg: DictConfig) -> Experiment:
     data = _dataset(cfg.data)
     batch_size = _batch_size(cfg.train.batch_size, len(data.x_train))
     hidden = hidden_widths(cfg.model, data.n_features, data.n_outputs)
-    regression = data.task == "regression"
-    output, loss = ("identity", "mse") if regression else ("softmax", "cross_entropy")
+    output, loss = _head_and_loss(cfg.model.output, data.task)
     activation = _rejecting(
         "activation", cfg.activation.name, bpcore.get_activation, cfg.activation.name, **_alpha(cfg)
     )
@@ -160,6 +161,22 @@ def build(cfg: DictConfig) -> Experiment:
     optimizer = _optimizer(cfg, batch_size)
     check_tracking_scheme(cfg.mlflow.tracking_uri)
     return Experiment(data, net, optimizer, loss, batch_size, hidden)
+
+
+HEAD_LOSS = {"softmax": "cross_entropy", "sigmoid": "bce"}  # classification heads, their loss
+
+
+def _head_and_loss(output: str | None, task: str) -> tuple[str, str]:
+    """(head, loss): identity + mse for regression; softmax + cross_entropy for classification
+    unless ``model.output=sigmoid`` (one sigmoid unit per class + bce, as in Nielsen's book)."""
+    if task == "regression":
+        if output not in (None, "identity"):
+            raise ConfigError("model.output", output, "null or identity for a regression dataset")
+        return "identity", "mse"
+    output = "softmax" if output is None else output
+    if output not in HEAD_LOSS:
+        raise ConfigError("model.output", output, f"null or one of {', '.join(HEAD_LOSS)}")
+    return output, HEAD_LOSS[output]
 
 
 def _optimizer(cfg: DictConfig, batch_size: int) -> Optimizer:

@@ -39,17 +39,18 @@ BATCH_LOSS = "train/batch_loss"
 DELTA_LOG10_RANGE = (-16.0, 2.0)  # |δ| histogram edges: 10⁻¹⁶ … 10², log-spaced
 
 
-def _tag(l: int) -> str:
+def layer_tag(l: int) -> str:
+    """The metric-key suffix of layer index l (0-based): ``layer_01`` for the first."""
     return f"layer_{l + 1:02d}"
 
 
 def metric_keys(n_layers: int) -> list[str]:
     """Keys of ``layer_diagnostics`` for a net of ``n_layers`` weight matrices, in its order."""
-    keys = [f"{f}/{_tag(l)}" for f in LAYER_FAMILIES for l in range(n_layers)]
-    return keys + [f"{f}/{_tag(l)}" for f in HIDDEN_FAMILIES for l in range(n_layers - 1)]
+    keys = [f"{f}/{layer_tag(l)}" for f in LAYER_FAMILIES for l in range(n_layers)]
+    return keys + [f"{f}/{layer_tag(l)}" for f in HIDDEN_FAMILIES for l in range(n_layers - 1)]
 
 
-def _norm(x: Array) -> float:
+def norm(x: Array) -> float:
     """‖x‖₂ of the flattened array, accumulated in float64."""
     x64 = np.asarray(x, dtype=np.float64).ravel()
     return math.sqrt(float(np.dot(x64, x64)))
@@ -63,7 +64,7 @@ def _update_ratio(W_after: Array, updates: Sequence[Array], l: int) -> float:
     if l >= len(updates):
         return math.nan
     dW = np.asarray(updates[l], dtype=np.float64)
-    num, den = _norm(dW), _norm(np.asarray(W_after, dtype=np.float64) - dW)
+    num, den = norm(dW), norm(np.asarray(W_after, dtype=np.float64) - dW)
     if den != 0:
         return num / den
     return 0.0 if num == 0 else num * math.inf
@@ -76,9 +77,9 @@ def layer_diagnostics(report: StepReport) -> dict[str, float]:
     values: dict[str, float] = {}
     with np.errstate(over="ignore", invalid="ignore"):  # an exploding net: inf/NaN values
         for l in range(L):
-            tag, a = _tag(l), bp.activations[l]
-            values[f"grad_norm/{tag}"] = _norm(bp.weights[l])
-            values[f"bias_grad_norm/{tag}"] = _norm(bp.biases[l])
+            tag, a = layer_tag(l), bp.activations[l]
+            values[f"grad_norm/{tag}"] = norm(bp.weights[l])
+            values[f"bias_grad_norm/{tag}"] = norm(bp.biases[l])
             values[f"act_mean/{tag}"] = float(a.mean(dtype=np.float64))
             values[f"act_std/{tag}"] = float(a.std(dtype=np.float64))
             values[f"update_ratio/{tag}"] = _update_ratio(net.weights[l], report.updates, l)
@@ -154,6 +155,11 @@ class History:
                 matrix = np.stack(self._rows[family])
                 return np.array(self._steps[family], dtype=np.int64), matrix[:, keys.index(key)]
         raise KeyError(f"no metric {key!r}; recorded: {', '.join(self.keys)}")
+
+    @property
+    def histogram_kinds(self) -> list[str]:
+        """The kinds of histograms recorded ("activation", "delta"), if any."""
+        return list(self._hist_counts)
 
     def histogram(self, kind: str) -> tuple[IntArray, FloatArray, IntArray]:
         """(steps, edges (L, bins + 1), counts (n, L, bins)) of kind "activation" or "delta"."""
@@ -265,7 +271,7 @@ class DiagnosticsRecorder(Callback):
 
     def on_step(self, report: StepReport) -> None:
         self.history.n_layers = report.net.n_layers
-        self._record("step", report.step, {BATCH_LOSS: report.loss, **layer_diagnostics(report)})
+        self.record("step", report.step, {BATCH_LOSS: report.loss, **layer_diagnostics(report)})
         if not self.histograms:
             return
         bp, bins = report.bp, self.histogram_bins
@@ -290,9 +296,10 @@ class DiagnosticsRecorder(Callback):
         metrics["progress/epoch"] = report.epoch
         metrics["progress/examples_seen"] = report.examples_seen
         metrics["progress/seconds"] = report.seconds
-        self._record("epoch", report.step, metrics)
+        self.record("epoch", report.step, metrics)
 
-    def _record(self, family: str, step: int, metrics: Mapping[str, float]) -> None:
+    def record(self, family: str, step: int, metrics: Mapping[str, float]) -> None:
+        """Add ``metrics`` to the history under ``family`` and send a copy to the sink."""
         values = {key: float(v) for key, v in metrics.items()}
         self.history.add(family, step, values)
         if self.sink is not None:

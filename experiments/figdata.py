@@ -7,7 +7,9 @@ runs, seeds excepted: runs of one config differ only in their seed and are avera
 
 from __future__ import annotations
 
+import ast
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -15,7 +17,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from bpcore import ACTIVATIONS, get_activation
+from bpcore import ACTIVATIONS, MLP, Dataset, get_activation, make_dataset
 from experiments.diagnostics import History
 
 FloatArray = NDArray[np.float64]
@@ -28,6 +30,10 @@ ACTIVATION_KEY = "activation.name"
 LOSS_KEYS = ("train/loss", "val/loss")
 EXAMPLES_KEY = "progress/examples_seen"
 BATCH_LOSS_KEY = "train/batch_loss"
+SECONDS_KEY = "progress/seconds"
+DEPTH_KEY, WIDTH_KEY, DATA_KEY = "model.depth", "model.width", "data.name"
+BATCH_KEY, LR_RULE_KEY = "train.batch_size", "train.lr_scaling"
+MODEL_FILE = "model.npz"  # the run artifact holding the trained weights
 
 
 @dataclass(frozen=True)
@@ -291,3 +297,196 @@ def activation_curves(z: FloatArray) -> dict[str, tuple[FloatArray, FloatArray, 
         a = np.asarray(f(z), dtype=np.float64)
         out[name] = (a, np.asarray(f.grad(z, a), dtype=np.float64), float(f.max_grad))
     return out
+
+
+# --- depth vs width: a final metric across a swept axis ---
+
+
+def final_value(history: History, key: str) -> float:
+    """The last recorded value of ``key``; NaN if not recorded or not finite (diverged)."""
+    if key not in history.keys:
+        return math.nan
+    value = float(history.series(key)[1][-1])
+    return value if math.isfinite(value) else math.nan
+
+
+def across(
+    histories: Mapping[str, History],
+    runs: Sequence[RunInfo],
+    axis_key: str,
+    metric: str,
+    line_keys: Sequence[str],
+) -> dict[Config, Band]:
+    """Per config of ``line_keys``: the final ``metric`` against the (numeric) value of
+    ``axis_key``, mean and min–max over the runs that share both (the seeds)."""
+    out = {}
+    for config, group in group_runs(runs, line_keys).items():
+        points = [
+            (
+                np.array([float(r.params[axis_key])]),
+                np.array([final_value(histories[r.run_id], metric)]),
+            )
+            for r in group
+        ]
+        out[config] = band(points)
+    return out
+
+
+def table(
+    histories: Mapping[str, History],
+    runs: Sequence[RunInfo],
+    row_key: str,
+    col_key: str,
+    metric: str,
+) -> tuple[list[str], list[str], FloatArray]:
+    """(row values, column values, mean final ``metric`` per cell); NaN where no run is finite."""
+    rows = sorted({r.params[row_key] for r in runs}, key=lambda v: _order(row_key, v))
+    cols = sorted({r.params[col_key] for r in runs}, key=lambda v: _order(col_key, v))
+    cells: dict[tuple[int, int], list[float]] = {}
+    for r in runs:
+        cell = (rows.index(r.params[row_key]), cols.index(r.params[col_key]))
+        cells.setdefault(cell, []).append(final_value(histories[r.run_id], metric))
+    matrix = np.full((len(rows), len(cols)), np.nan)
+    for (i, j), values in cells.items():
+        finite = [v for v in values if not math.isnan(v)]
+        matrix[i, j] = np.mean(finite) if finite else np.nan
+    return rows, cols, matrix
+
+
+# --- batch size: loss against examples, steps and seconds; steps to a target loss ---
+
+
+def batch_size(run: RunInfo, history: History) -> float:
+    """The run's batch size; for ``full``, the examples per step of its epoch records."""
+    value = run.params.get(BATCH_KEY, "")
+    if value.isdigit():
+        return float(value)
+    steps, examples = history.series(EXAMPLES_KEY)
+    return float(examples[-1] / steps[-1])
+
+
+def loss_against(
+    histories: Mapping[str, History],
+    runs: Sequence[RunInfo],
+    group_by: Sequence[str],
+    x_key: str | None,
+    key: str = LOSS_KEYS[0],
+) -> dict[Config, Band]:
+    """Per config: ``key`` (epoch records) against the step (``x_key`` None) or another epoch
+    metric such as examples seen or seconds; mean and min–max over seeds."""
+    out = {}
+    for config, group in group_runs(runs, group_by).items():
+        series = []
+        for h in (histories[r.run_id] for r in group):
+            steps, loss = h.series(key)
+            series.append((steps if x_key is None else h.series(x_key)[1], loss))
+        out[config] = band(series)
+    return out
+
+
+def first_loss_ceiling(curves: Iterable[Band], margin: float = 1.5) -> float | None:
+    """A y-axis top for loss curves: ``margin`` × the median over configs of their first mean
+    loss, so runs that blow up leave the chart instead of flattening the others; None if no
+    config has a finite first value."""
+    firsts = [float(b.mean[0]) for b in curves if b.mean.size and np.isfinite(b.mean[0])]
+    return margin * float(np.median(firsts)) if firsts else None
+
+
+def steps_to_target(steps: NDArray[np.generic], loss: FloatArray, target: float) -> float:
+    """The first step where ``loss`` ≤ ``target``, linearly interpolated between the two
+    records around the crossing; NaN if never reached."""
+    x, y = np.asarray(steps, dtype=np.float64), finite_or_nan(loss)
+    below = np.flatnonzero(y <= target)
+    if not below.size:
+        return math.nan
+    i = int(below[0])
+    if i == 0 or np.isnan(y[i - 1]):
+        return float(x[i])
+    return float(x[i - 1] + (y[i - 1] - target) / (y[i - 1] - y[i]) * (x[i] - x[i - 1]))
+
+
+def default_target(curves: Iterable[Band], reached_by: float = 0.5) -> float:
+    """A target loss that about ``reached_by`` of the configs reach: that quantile of the
+    configs' best mean loss (configs that never had a finite loss left out)."""
+    best = [np.nanmin(b.mean) for b in curves if not np.isnan(b.mean).all()]
+    return float(np.quantile(best, reached_by)) if best else math.nan
+
+
+# --- histograms (Glorot & Bengio): per layer, at a recorded step ---
+
+
+def layer_histograms(
+    history: History, kind: str, at: Literal["first", "last"]
+) -> tuple[int, FloatArray, FloatArray]:
+    """(step, bin centres (L, bins), fraction of values per bin (L, bins)) of kind
+    "activation" (aˡ) or "delta" (|δˡ|, log-spaced bins: geometric centres)."""
+    steps, edges, counts = history.histogram(kind)
+    i = 0 if at == "first" else -1
+    centres = (
+        np.sqrt(edges[:, :-1] * edges[:, 1:])
+        if kind == "delta"
+        else (edges[:, :-1] + edges[:, 1:]) / 2
+    )
+    total = counts[i].sum(axis=1, keepdims=True)
+    fractions = np.divide(counts[i], total, out=np.zeros(counts[i].shape), where=total > 0)
+    return int(steps[i]), centres, fractions
+
+
+# --- decision boundaries from a run's saved model ---
+
+
+def _param(value: str) -> Any:
+    """A param as MLflow stores it (a string) back to a Python value: '0.2' → 0.2, 'None'."""
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value
+
+
+def run_dataset(params: Mapping[str, str]) -> Dataset:
+    """The run's dataset, rebuilt from its ``data.*`` params (datasets are seeded)."""
+    names = ("n_samples", "noise", "seed", "val_fraction", "k")
+    kwargs = {n: _param(params[f"data.{n}"]) for n in names if f"data.{n}" in params}
+    return make_dataset(params[DATA_KEY], **{n: v for n, v in kwargs.items() if v is not None})
+
+
+def load_model(path: str | os.PathLike[str], params: Mapping[str, str]) -> MLP:
+    """The trained net of a run's ``model.npz`` (read with ``allow_pickle=False``); activation
+    parameters such as ``alpha`` come from the run's params."""
+    with np.load(path, allow_pickle=False) as saved:
+        arrays = {name: saved[name] for name in saved.files}
+    alpha = _param(params.get("activation.alpha", "None"))
+    kwargs = {} if alpha is None else {"alpha": float(alpha)}
+    activations = [get_activation(str(name), **kwargs) for name in arrays["activations"]]
+    sizes = [int(n) for n in arrays["layer_sizes"]]
+    dtype = str(arrays["W0"].dtype)
+    net = MLP(sizes, activations, output=str(arrays["output"]), dtype=dtype)
+    for l in range(len(sizes) - 1):
+        net.weights[l][...] = arrays[f"W{l}"]
+        net.biases[l][...] = arrays[f"b{l}"]
+    return net
+
+
+@dataclass
+class Surface:
+    """Class probabilities of a 2-D classifier on a grid, and the training points (raw units)."""
+
+    gx: FloatArray  # (nx,)
+    gy: FloatArray  # (ny,)
+    proba: FloatArray  # (ny, nx, classes)
+    x: FloatArray  # (n, 2)
+    y: IntArray  # (n,)
+
+
+def decision_surface(net: MLP, data: Dataset, resolution: int = 120) -> Surface:
+    """The net's class probabilities on a ``resolution``² grid spanning the training points
+    (plus 10%), in raw input units (the net sees them standardized as in training)."""
+    if data.n_features != 2 or data.task != "classification":
+        raise ValueError(f"{data.name}: needs 2-D inputs and classes for a decision boundary")
+    x = data.unstandardize(data.x_train)
+    lo, hi = x.min(axis=0), x.max(axis=0)
+    pad = 0.1 * (hi - lo)
+    gx, gy = (np.linspace(lo[i] - pad[i], hi[i] + pad[i], resolution) for i in range(2))
+    grid = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2)
+    proba = np.asarray(net.forward((grid - data.x_mean) / data.x_std), dtype=np.float64)
+    return Surface(gx, gy, proba.reshape(resolution, resolution, -1), x, data.y_train)

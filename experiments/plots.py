@@ -23,14 +23,14 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from experiments import figdata as fd
-from experiments import style
+from experiments import paperfigs, style
 from experiments.diagnostics import HISTORY_FILE, SATURATION_THRESHOLD, History
 from experiments.provenance import git_commit
 from experiments.tracking import (
@@ -42,7 +42,10 @@ from experiments.tracking import (
 )
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+    from bpcore import MLP
 
 MAX_PANELS = 16  # one-panel-per-config figures: at most this many panels (4 × 4)
 UPDATE_RATIO_GUIDE = 1e-3  # a healthy ‖ΔW‖/‖W‖ per step (Karpathy)
@@ -64,6 +67,8 @@ class Data:
     histories: dict[str, History]
     keys: list[str]
     panels: list[tuple[fd.Config, fd.RunInfo]]
+    models: dict[str, MLP] = field(default_factory=dict)  # 2-D classifiers of the panel runs
+    target_loss: float | None = None  # steps-to-target figure; None: chosen from the runs
 
 
 Built = tuple["Figure", list[fd.RunInfo], list[str]]  # the figure, runs shown, metric keys used
@@ -193,7 +198,7 @@ def loss_curves(data: Data) -> Built:
     return fig, data.runs, used
 
 
-def _layer_grid(data: Data, families: dict[str, str], log: bool, ylabel: str) -> Built:
+def layer_grid(data: Data, families: dict[str, str], log: bool, ylabel: str) -> Built:
     """One panel per config (lowest seed), one line per layer coloured by its index; each
     family (name → line style) in the same panel."""
     from matplotlib.cm import ScalarMappable
@@ -225,7 +230,7 @@ def saturation_dead(data: Data) -> Built:
     """Saturated fraction (solid) and dead units (dashed) per hidden layer over training."""
     from matplotlib.lines import Line2D
 
-    fig, shown, used = _layer_grid(data, {"saturation": "-", "dead": "--"}, False, "fraction")
+    fig, shown, used = layer_grid(data, {"saturation": "-", "dead": "--"}, False, "fraction")
     for ax in fig.axes[: len(data.panels)]:
         ax.set_ylim(-0.03, 1.03)
     handles = [
@@ -240,7 +245,7 @@ def update_ratio(data: Data) -> Built:
     """‖ΔW‖/‖W‖ per layer over training, with the 1e-3 guide line."""
     from matplotlib.lines import Line2D
 
-    fig, shown, used = _layer_grid(data, {"update_ratio": "-"}, True, UPDATE_RATIO)
+    fig, shown, used = layer_grid(data, {"update_ratio": "-"}, True, UPDATE_RATIO)
     for ax in fig.axes[: len(data.panels)]:
         ax.axhline(UPDATE_RATIO_GUIDE, color="0.4", linestyle=":", lw=0.8)
     handle = Line2D([], [], color="0.4", linestyle=":", lw=0.8)
@@ -249,14 +254,281 @@ def update_ratio(data: Data) -> Built:
     return fig, shown, used
 
 
-FIGURES: dict[str, Callable[[Data], Built]] = {
-    "activation_gallery": activation_gallery,
-    "gradient_flow": gradient_flow,
-    "gradient_heatmaps": gradient_heatmaps,
-    "loss_curves": loss_curves,
-    "saturation_dead": saturation_dead,
-    "update_ratio": update_ratio,
+def _log_if_decades(ax: Axes, bands: Sequence[fd.Band]) -> None:
+    """A log y axis, labelled 0.1, 0.01 …, when the bands span two decades."""
+    from matplotlib.ticker import NullFormatter
+
+    if fd.spans_decades([a for b in bands for a in (b.lo, b.hi)]):
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter("{x:g}")
+        ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _with_band(ax: Axes, b: fd.Band, **kw: Any) -> None:
+    """Mean line over a min–max band (over seeds)."""
+    ax.fill_between(b.x, b.lo, b.hi, color=kw["color"], alpha=0.15, lw=0)
+    ax.plot(b.x, b.mean, **kw)
+
+
+def depth_vs_width(data: Data) -> Built:
+    """Final validation loss (and accuracy) against depth, one line per config of the other
+    keys, one column per dataset: at equal parameter budget when ``model.param_budget`` is set."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    line_keys = [k for k in data.keys if k not in (fd.DEPTH_KEY, fd.DATA_KEY)]
+    datasets = sorted({r.params.get(fd.DATA_KEY, "") for r in data.runs})
+    metrics = [m for m in ("val/loss", "val/accuracy") if m in _all_keys(data)]
+    configs = list(fd.group_runs(data.runs, line_keys))
+    look = style.looks(line_keys, configs)
+    fig = style.figure(style.TWO_COLUMN, 1.8 * len(metrics) + 0.5)
+    axes = fig.subplots(len(metrics), len(datasets), squeeze=False, sharex=True)
+    depths = sorted({float(r.params[fd.DEPTH_KEY]) for r in data.runs})
+    budgets = {r.params.get("model.param_budget", "None") for r in data.runs} - {"None"}
+    budget = f" (≈ {budgets.pop()} parameters)" if len(budgets) == 1 else ""
+    for col, dataset in enumerate(datasets):
+        runs = [r for r in data.runs if r.params.get(fd.DATA_KEY, "") == dataset]
+        axes[0, col].set_title(dataset + budget)
+        for row, metric in enumerate(metrics):
+            ax = axes[row, col]
+            lines = fd.across(data.histories, runs, fd.DEPTH_KEY, metric, line_keys)
+            for config, b in lines.items():
+                _with_band(ax, b, **look[config])
+            if metric.endswith("loss"):
+                _log_if_decades(ax, list(lines.values()))
+            if all(np.isnan(b.mean).all() for b in lines.values()):
+                ax.text(0.5, 0.5, f"no {metric} logged", transform=ax.transAxes, ha="center")
+                ax.set_yticks([])
+            ax.set_xscale("log", base=2)
+            ax.xaxis.set_major_locator(FixedLocator(depths))
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.xaxis.set_major_formatter("{x:g}")
+            ax.set_ylabel(f"final {metric.replace('/', ' ')}" if col == 0 else "")
+    fig.supxlabel("depth (hidden layers; the width follows from the budget when one is set)")
+    style.legend(fig, style.legend_handles(line_keys, configs, fd.config_label))
+    return fig, data.runs, metrics
+
+
+def depth_width_heatmap(data: Data) -> Built:
+    """Mean final validation loss over a depth × width grid, one panel per config of the
+    other keys; each cell annotated."""
+    from matplotlib.colors import LogNorm, Normalize
+
+    rest = [k for k in data.keys if k not in (fd.DEPTH_KEY, fd.WIDTH_KEY)]
+    groups = fd.group_runs(data.runs, rest)
+    tables = [
+        fd.table(data.histories, g, fd.DEPTH_KEY, fd.WIDTH_KEY, "val/loss") for g in groups.values()
+    ]
+    values = np.concatenate([m.ravel() for _, _, m in tables])
+    values = values[np.isfinite(values)]
+    log = fd.spans_decades([values], 1)
+    lo, hi = (values.min(), values.max()) if values.size else (1e-3, 1.0)
+    norm = LogNorm(lo, hi) if log else Normalize(lo, hi)
+    fig, axes = style.grid(len(tables), 1.8, ncols=3)
+    for ax, config, (depths, widths, matrix) in zip(axes, groups, tables, strict=True):
+        mesh = ax.pcolormesh(np.ma.masked_invalid(matrix), norm=norm, cmap=style.HEATMAP_CMAP)
+        for (i, j), value in np.ndenumerate(matrix):
+            dark = not np.isnan(value) and norm(value) < 0.5
+            text = "–" if np.isnan(value) else f"{value:.2g}"
+            ax.text(
+                j + 0.5,
+                i + 0.5,
+                text,
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="w" if dark else "k",
+            )
+        ax.set_xticks(np.arange(len(widths)) + 0.5, widths)
+        ax.set_yticks(np.arange(len(depths)) + 0.5, depths)
+        ax.set_title(fd.config_label(rest, config))
+    fig.supxlabel("width (units per hidden layer)")
+    fig.supylabel("depth (hidden layers)")
+    fig.colorbar(mesh, ax=axes, label="final val loss (mean over seeds)")
+    return fig, data.runs, ["val/loss"]
+
+
+def batch_size(data: Data) -> Built:
+    """Train loss against examples seen, steps and seconds, one line per batch size (colour)
+    and rule (line style); steps to reach a target loss against batch size."""
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import NullFormatter
+
+    batch_first = [fd.BATCH_KEY, *[k for k in data.keys if k != fd.BATCH_KEY]]
+    groups = fd.group_runs(data.runs, batch_first)
+    batches = list(dict.fromkeys(c[0] for c in groups))
+    rests = list(dict.fromkeys(c[1:] for c in groups))
+    colours = dict(zip(batches, style.ordered_colours(len(batches)), strict=True))
+
+    def look(config: fd.Config) -> dict[str, Any]:
+        linestyle = style.LINESTYLES[rests.index(config[1:]) % len(style.LINESTYLES)]
+        return {"color": colours[config[0]], "linestyle": linestyle, "lw": 1.0}
+
+    fig = style.figure(style.TWO_COLUMN, 4.2)
+    axes = fig.subplots(2, 2)
+    panels = ((axes[0, 0], fd.EXAMPLES_KEY, "examples seen"), (axes[0, 1], None, STEP))
+    panels += ((axes[1, 0], fd.SECONDS_KEY, "wall time (s)"),)
+    for ax, x_key, xlabel in panels:
+        curves = fd.loss_against(data.histories, data.runs, batch_first, x_key)
+        for config, b in curves.items():
+            _with_band(ax, b, **look(config))
+        _log_if_decades(ax, list(curves.values()))
+        ax.set_ylim(top=fd.first_loss_ceiling(curves.values()))  # diverging runs leave the top
+        ax.set(xlabel=xlabel, ylabel="train loss")
+        ax.set_xscale("linear" if x_key == fd.EXAMPLES_KEY else "log")
+    by_step = fd.loss_against(data.histories, data.runs, batch_first, None)
+    target = (
+        data.target_loss if data.target_loss is not None else fd.default_target(by_step.values())
+    )
+    ax = axes[1, 1]
+    for i, rest in enumerate(rests):
+        points = []
+        for config, b in by_step.items():
+            if config[1:] == rest:
+                run = groups[config][0]
+                size = fd.batch_size(run, data.histories[run.run_id])
+                points.append((size, fd.steps_to_target(b.x, b.mean, target)))
+        x, y = np.array(points).T
+        kw = {"color": "0.2", "linestyle": style.LINESTYLES[i % len(style.LINESTYLES)]}
+        ax.plot(x, y, marker=style.MARKERS[i % len(style.MARKERS)], **kw)
+    ax.set(xscale="log", yscale="log", xlabel="batch size (examples per step)")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter("{x:g}")
+        axis.set_minor_formatter(NullFormatter())
+    ax.set(ylabel="steps to reach it", title=f"target: train loss ≤ {target:.3g}")
+
+    handles = [Line2D([], [], color=colours[b], label=f"batch {b}") for b in batches]
+    rest_keys = batch_first[1:]
+    if rest_keys:
+        handles += [
+            Line2D(
+                [],
+                [],
+                color="0.2",
+                linestyle=look((batches[0], *r))["linestyle"],
+                label=fd.config_label(rest_keys, r),
+            )
+            for r in rests
+        ]
+    style.legend(fig, handles)
+    return fig, data.runs, [fd.LOSS_KEYS[0], fd.EXAMPLES_KEY, fd.SECONDS_KEY]
+
+
+HISTOGRAM_PANELS: tuple[tuple[str, Literal["first", "last"]], ...] = (
+    ("activation", "first"),
+    ("activation", "last"),
+    ("delta", "first"),
+    ("delta", "last"),
+)
+HISTOGRAM_ROWS = 4  # configs shown
+
+
+def histograms(data: Data) -> Built:
+    """Per hidden layer, the distribution of activations aˡ and of back-propagated |δˡ| at
+    the first and the last recorded step (Glorot & Bengio 2010, figs. 3–7): one row per config."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.ticker import MaxNLocator
+
+    rows = [(c, r) for c, r in data.panels if data.histories[r.run_id].histogram_kinds]
+    rows = fd.pick_evenly(rows, HISTOGRAM_ROWS)
+    hidden = max(data.histories[r.run_id].n_layers or 2 for _, r in rows) - 1
+    norm, cmap = style.layer_colours(hidden)
+    fig = style.figure(style.TWO_COLUMN, 1.5 * len(rows) + 0.3)
+    for sub, (config, run) in zip(fig.subfigures(len(rows), 1), rows, strict=True):
+        history = data.histories[run.run_id]
+        sub.suptitle(fd.config_label(data.keys, config), fontsize=8)
+        axes = sub.subplots(1, len(HISTOGRAM_PANELS))
+        for ax, (kind, at) in zip(axes, HISTOGRAM_PANELS, strict=True):
+            step, centres, fractions = fd.layer_histograms(history, kind, at)
+            for layer in range(len(centres) - 1):  # hidden layers: the output's is the head's
+                ax.plot(centres[layer], fractions[layer], color=cmap(norm(layer + 1)), lw=0.9)
+            value = "aˡ" if kind == "activation" else "|δˡ| = |∂L/∂zˡ|"
+            ax.set_xlabel(f"{value} at step {step}")
+            if kind == "delta":
+                ax.set_xscale("log")
+        axes[0].set_ylabel("fraction of values")
+        bar = sub.colorbar(ScalarMappable(norm, cmap), ax=axes, label="hidden layer", aspect=10)
+        bar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig, [r for _, r in rows], []
+
+
+def decision_boundaries(data: Data) -> Built:
+    """Each 2-D classifier's class probabilities on the input plane (colour mixed by
+    probability, lines where the predicted class changes) with its training points."""
+    from matplotlib.colors import to_rgb
+
+    panels = [(c, r) for c, r in data.panels if r.run_id in data.models]
+    fig, axes = style.grid(len(panels), 1.55)
+    for ax, (config, run) in zip(axes, panels, strict=True):
+        surface = fd.decision_surface(data.models[run.run_id], fd.run_dataset(run.params))
+        k = surface.proba.shape[-1]
+        colours = np.array([to_rgb(style.PALETTE[i % len(style.PALETTE)]) for i in range(k)])
+        light = 0.55 + 0.45 * colours  # the background: pale class colours
+        extent = (surface.gx[0], surface.gx[-1], surface.gy[0], surface.gy[-1])
+        ax.imshow(
+            surface.proba @ light,
+            origin="lower",
+            extent=extent,
+            aspect="auto",
+            interpolation="bilinear",
+        )
+        predicted = surface.proba.argmax(axis=-1)
+        ax.contour(
+            surface.gx,
+            surface.gy,
+            predicted,
+            levels=np.arange(k - 1) + 0.5,
+            colors="0.2",
+            linewidths=0.6,
+        )
+        ax.scatter(*surface.x.T, c=colours[surface.y], s=2.5, linewidths=0, rasterized=True)
+        accuracy = fd.final_value(data.histories[run.run_id], "val/accuracy")
+        ax.set_title(
+            f"{fd.config_label(data.keys, config)}\nval accuracy {accuracy:.0%}", fontsize=7
+        )
+        ax.set(xticks=[], yticks=[])
+    fig.supxlabel("input x₁")
+    fig.supylabel("input x₂")
+    shown = [r for _, r in panels]
+    return fig, shown, ["val/accuracy"]
+
+
+def _all_keys(data: Data) -> set[str]:
+    return {k for h in data.histories.values() for k in h.keys}
+
+
+Spec = tuple[Callable[[Data], Built], Callable[[Data], bool]]
+
+
+def _varies(*keys: str) -> Callable[[Data], bool]:
+    return lambda data: all(k in data.keys for k in keys)
+
+
+def _always(data: Data) -> bool:
+    return True
+
+
+FIGURES: dict[str, Spec] = {
+    "activation_gallery": (activation_gallery, _always),
+    "gradient_flow": (gradient_flow, _always),
+    "gradient_heatmaps": (gradient_heatmaps, _always),
+    "loss_curves": (loss_curves, _always),
+    "saturation_dead": (saturation_dead, _always),
+    "update_ratio": (update_ratio, _always),
+    "depth_vs_width": (depth_vs_width, _varies(fd.DEPTH_KEY)),
+    "depth_width_heatmap": (depth_width_heatmap, _varies(fd.DEPTH_KEY, fd.WIDTH_KEY)),
+    "batch_size": (batch_size, _varies(fd.BATCH_KEY)),
+    "histograms": (
+        histograms,
+        lambda d: any(d.histories[r.run_id].histogram_kinds for _, r in d.panels),
+    ),
+    "decision_boundaries": (decision_boundaries, lambda d: bool(d.models)),
+    **paperfigs.FIGURES,  # theory next to measurement: the paper reproductions' figures
 }
+
+
+def chosen(data: Data) -> list[str]:
+    """The figures that the selected runs can show (the axis they need varies, the files exist)."""
+    return [name for name, (_, when) in FIGURES.items() if when(data)]
 
 
 @dataclass
@@ -294,13 +566,30 @@ def read_histories(uri: str, runs: Sequence[fd.RunInfo]) -> dict[str, History]:
     return histories
 
 
+def read_classifiers(uri: str, runs: Sequence[fd.RunInfo]) -> dict[str, MLP]:
+    """The trained nets of the runs that classify 2-D inputs (one ``model.npz`` download
+    each); other nets, diverged runs and unreadable files are skipped."""
+    models = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in (r for r in runs if not r.diverged):
+            try:
+                path = fetch_artifact(uri, run.artifact_uri, fd.MODEL_FILE, Path(tmp, run.run_id))
+                net = fd.load_model(path, run.params)
+            except Exception as e:  # an older run without weights: no panel
+                print(f"note: no decision boundary for run {run.name}: {e}", file=sys.stderr)
+                continue
+            if net.layer_sizes[0] == 2 and net.head.name == "softmax":
+                models[run.run_id] = net
+    return models
+
+
 Drawn = tuple[dict[str, bytes], list[fd.RunInfo], list[str]]  # files by format, runs, keys
 
 
 def _draw(name: str, data: Data, formats: list[str]) -> Drawn:
     """One figure, drawn in a worker process."""
     style.apply()
-    fig, shown, used = FIGURES[name](data)
+    fig, shown, used = FIGURES[name][0](data)
     return style.render(fig, formats), shown, used
 
 
@@ -333,6 +622,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", help="output folder (default: figures/<experiment>/)")
     parser.add_argument("--formats", default="png,pdf", help="of png,pdf,svg (default png,pdf)")
     parser.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else mlflow.db")
+    parser.add_argument(
+        "--target-loss",
+        type=float,
+        help="train loss for the steps-to-target panel (default: one half of the configs reach)",
+    )
     args = parser.parse_args(argv)
     args.formats = list(dict.fromkeys(f.strip().lower() for f in args.formats.split(",")))
     if not set(args.formats) <= set(style.FORMATS):
@@ -360,10 +654,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"note: one-panel-per-config figures: {note} (narrow with --filter)",
                 file=sys.stderr,
             )
-        data = Data(runs, histories, keys, panels)
-        for name in FIGURES:
+        models = read_classifiers(uri, [run for _, run in panels])
+        data = Data(runs, histories, keys, panels, models, args.target_loss)
+        names = chosen(data)
+        for name in names:
             futures.setdefault(name, pool.submit(_draw, name, data, args.formats))
-        drawn = {name: futures[name].result() for name in FIGURES}
+        drawn = {name: futures[name].result() for name in names}
     folder = re.sub(r"[^\w.\-]+", "_", selection.experiment).strip("._") or "experiment"
     out = Path(args.out) if args.out else Path("figures", folder)
     out.mkdir(parents=True, exist_ok=True)
@@ -378,6 +674,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     selected = {"tracking_uri": uri, "experiment": args.experiment, "sweep": args.sweep}
     resolved = {"experiment": selection.experiment, "sweep": selection.parent_run_id}
     selected |= {"filter": args.filter, "resolved": resolved, "config_keys": keys}
+    selected |= {"target_loss": args.target_loss}
     manifest = {"git_commit": git_commit(), "selection": selected, "figures": figures}
     written.append(out / "manifest.json")
     written[-1].write_text(json.dumps(manifest, indent=2) + "\n")

@@ -200,6 +200,15 @@ def legend(fig: Figure, handles: list[Any]) -> None:
     fig.legend(handles=handles, loc="outside right upper", ncols=-(-len(handles) // rows))
 
 
+def ordered_colours(n: int) -> list[Any]:
+    """``n`` colours along the sequential colour map, for an ordered axis such as batch size
+    (the map's light yellow end left out: it vanishes on white)."""
+    from matplotlib import colormaps
+
+    cmap = colormaps[LAYER_CMAP]
+    return [cmap(0.85 * i / max(n - 1, 1)) for i in range(n)]
+
+
 def layer_colours(depth: int) -> tuple[Any, Any]:
     """(norm, colormap) colouring layer 1…depth, the same layer index alike in every panel."""
     from matplotlib import colormaps

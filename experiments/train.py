@@ -32,6 +32,7 @@ from experiments.diagnostics import HISTORY_FILE, DiagnosticsRecorder
 from experiments.progress import ProgressBar
 from experiments.provenance import flat_params, git_commit, run_name
 from experiments.sweep import SweepInfo
+from experiments.theory_metrics import theory_callbacks
 from experiments.tracking import (
     NullTracker,
     RunTracker,
@@ -69,7 +70,9 @@ def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = Fals
     recorder = DiagnosticsRecorder(
         cfg.log.every_n_steps, sink=tracker.log_metrics, histograms=cfg.log.histograms
     )
-    callbacks: list[bpcore.Callback] = [recorder]
+    log = cfg.log
+    theory = theory_callbacks(log.full_gradient, log.every_n_steps, experiment, recorder.record)
+    callbacks: list[bpcore.Callback] = [recorder, *theory]
     if progress:
         callbacks.append(ProgressBar(cfg.train.epochs, name))
     # The writer process needs a core: with tracking on, numpy's BLAS gets one thread (as fast

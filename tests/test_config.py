@@ -77,6 +77,13 @@ def test_overrides_reach_bpcore(compose_config) -> None:
     assert name == "leaky_relu-d2-w8x4-b240-s0-normal-moons-momentum-linear-momentum=0.5"
 
 
+def test_sigmoid_output_trains_with_bce(compose_config) -> None:
+    """model.output=sigmoid: one sigmoid unit per class and cross-entropy (bce), as in Nielsen."""
+    experiment = build(compose_config(["model.output=sigmoid", "data=digits"]))
+    assert experiment.net.head.name == "sigmoid" and experiment.loss == "bce"
+    assert experiment.net.layer_sizes[-1] == 10
+
+
 def test_param_budget_keeps_the_parameter_count(compose_config) -> None:
     counts = {}
     for depth in (1, 2, 4, 8, 16, 32):
@@ -87,6 +94,8 @@ def test_param_budget_keeps_the_parameter_count(compose_config) -> None:
 
 BAD = [
     (["model.depth=0"], "model.depth=0: an integer ≥ 1"),
+    (["model.output=tanh"], "model.output='tanh': null or one of softmax, sigmoid"),
+    (["model.output=sigmoid", "data=teacher"], "model.output='sigmoid': null or identity"),
     (["model.width=-4"], "model.width=-4: an integer ≥ 1"),
     (["model.hidden=[8,0]"], "model.hidden"),
     (["model.param_budget=5"], "model.param_budget=5"),

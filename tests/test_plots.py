@@ -7,8 +7,10 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,7 +27,15 @@ FIGURES = [
     "loss_curves",
     "saturation_dead",
     "update_ratio",
+    "depth_vs_width",
+    "batch_size",
+    "histograms",
+    "decision_boundaries",
+    "theory_overlay",
+    "layer_moments",
+    "activation_stats",
 ]
+ALWAYS = [*FIGURES[:6], "layer_moments", "activation_stats"]  # drawn for any selection
 TINY = ["data.n_samples=200", "train.epochs=3", "model.width=8", "log.every_n_steps=5"]
 
 
@@ -50,7 +60,8 @@ def history(n_layers: int, steps: list[int], epochs: list[int], scale: float = 1
         h.add("step", s, row)
     for e in epochs:
         metrics = {"train/loss": scale / e, "val/loss": 2 * scale / e}
-        h.add("epoch", e, {**metrics, "progress/examples_seen": 32.0 * e})
+        progress = {"progress/examples_seen": 32.0 * e, "progress/seconds": 0.01 * e}
+        h.add("epoch", e, {**metrics, **progress})
     return h
 
 
@@ -189,6 +200,152 @@ def test_activation_curves_cover_the_registry() -> None:
         assert f.shape == fp.shape == z.shape and np.all(fp <= sup + 1e-12)
 
 
+def test_final_values_across_depth_and_in_a_depth_by_width_table() -> None:
+    runs, histories = [], {}
+    for a in ("relu", "tanh"):
+        for d in ("1", "4"):
+            for w in ("8", "32"):
+                for s in ("0", "1"):
+                    name = f"{a}{d}{w}{s}"
+                    scale = int(d) * int(w) * (1 + int(s)) * (2 if a == "tanh" else 1)
+                    runs.append(
+                        run_info(
+                            name,
+                            **{"activation.name": a, "model.depth": d},
+                            **{"model.width": w, "seed": s},
+                        )
+                    )
+                    histories[name] = history(2, [0], [1, 2], scale=float(scale))
+    histories["tanh4320"] = history(2, [0], [1, 2], scale=np.inf)  # diverged: left out
+    assert fd.final_value(histories["relu180"], "val/loss") == 8.0  # 2 · scale / epoch 2
+    assert np.isnan(fd.final_value(histories["relu180"], "no/such"))
+    assert np.isnan(fd.final_value(histories["tanh4320"], "val/loss"))
+    lines = fd.across(
+        histories, runs, "model.depth", "val/loss", ["activation.name", "model.width"]
+    )
+    relu8 = lines[("relu", "8")]
+    np.testing.assert_array_equal(relu8.x, [1, 4])
+    np.testing.assert_allclose(
+        relu8.mean, [12.0, 48.0]
+    )  # val = 2 · scale / 2 epochs … mean of s=0,1
+    np.testing.assert_allclose(relu8.lo, [8.0, 32.0])
+    np.testing.assert_allclose(lines[("tanh", "32")].mean, [96.0, 512.0])  # seed 0 diverged
+    depths, widths, matrix = fd.table(histories, runs, "model.depth", "model.width", "val/loss")
+    assert (depths, widths) == (["1", "4"], ["8", "32"])
+    assert matrix[0, 0] == (8 + 16 + 16 + 32) / 4  # relu and tanh, both seeds
+    assert matrix[1, 1] == (128 + 256 + 512) / 3  # the diverged run is not averaged in
+
+
+def test_batch_size_curves_and_steps_to_a_target() -> None:
+    assert fd.steps_to_target(np.array([10, 20, 30]), np.array([1.0, 0.5, 0.1]), 0.3) == 25.0
+    assert fd.steps_to_target(np.array([10, 20]), np.array([0.2, 0.1]), 0.3) == 10.0
+    assert np.isnan(fd.steps_to_target(np.array([10, 20]), np.array([np.inf, 0.5]), 0.3))
+    assert fd.steps_to_target(np.array([10, 20]), np.array([np.nan, 0.2]), 0.3) == 20.0
+    runs = [
+        run_info("b8", **{"train.batch_size": "8", "seed": "0"}),
+        run_info("full", **{"train.batch_size": "full", "seed": "0"}),
+    ]
+    histories = {"b8": history(2, [0], [1, 2]), "full": history(2, [0], [4, 8], scale=2.0)}
+    assert fd.batch_size(runs[0], histories["b8"]) == 8.0
+    assert fd.batch_size(runs[1], histories["full"]) == 32.0  # examples / steps
+    by_examples = fd.loss_against(histories, runs, ["train.batch_size"], fd.EXAMPLES_KEY)
+    np.testing.assert_array_equal(by_examples[("full",)].x, [128, 256])
+    np.testing.assert_allclose(by_examples[("full",)].mean, [0.5, 0.25])
+    by_seconds = fd.loss_against(histories, runs, ["train.batch_size"], fd.SECONDS_KEY)
+    np.testing.assert_allclose(by_seconds[("8",)].x, [0.01, 0.02])
+    by_step = fd.loss_against(histories, runs, ["train.batch_size"], None)
+    assert fd.default_target(by_step.values(), reached_by=1.0) == 0.5  # best: 0.5 and 0.25
+    assert fd.default_target(by_step.values(), reached_by=0.0) == 0.25
+    assert fd.first_loss_ceiling(by_step.values()) == 1.5 * (1.0 + 0.5) / 2  # first: 1, 0.5
+    assert fd.first_loss_ceiling([fd.band([(np.array([1]), np.array([np.inf]))])]) is None
+
+
+def test_layer_histograms_are_fractions_on_bin_centres() -> None:
+    h = History(2)
+    edges = {
+        "activation": np.array([[-1.0, 0.0, 1.0]] * 2),
+        "delta": np.array([[1e-4, 1e-2, 1.0]] * 2),
+    }
+    h.add_histograms(
+        0, edges, {"activation": np.array([[1, 3], [2, 2]]), "delta": np.array([[4, 0], [0, 0]])}
+    )
+    h.add_histograms(
+        5, edges, {"activation": np.array([[0, 4], [4, 0]]), "delta": np.array([[1, 1], [2, 2]])}
+    )
+    assert h.histogram_kinds == ["activation", "delta"]
+    step, centres, fractions = fd.layer_histograms(h, "activation", "first")
+    assert step == 0
+    np.testing.assert_allclose(centres, [[-0.5, 0.5]] * 2)
+    np.testing.assert_allclose(fractions, [[0.25, 0.75], [0.5, 0.5]])
+    step, centres, fractions = fd.layer_histograms(h, "delta", "first")
+    np.testing.assert_allclose(centres, [[1e-3, 1e-1]] * 2)  # geometric: log-spaced bins
+    np.testing.assert_allclose(fractions, [[1.0, 0.0], [0.0, 0.0]])  # no counts: zeros, no NaN
+    assert fd.layer_histograms(h, "delta", "last")[0] == 5
+
+
+def test_decision_surface_of_a_known_classifier() -> None:
+    data = bpcore.make_dataset("moons", n_samples=100, seed=3)
+    net = bpcore.MLP([2, 2, 2], activation="identity", output="softmax")
+    net.weights[0][...] = np.eye(2) * data.x_std  # z¹ = raw x − μ (standardization undone)
+    net.biases[0][...] = 0.0
+    net.weights[1][...] = [[-5.0, 5.0], [0.0, 0.0]]  # class 1 where raw x₁ > μ₁
+    net.biases[1][...] = [0.0, 0.0]
+    surface = fd.decision_surface(net, data, resolution=21)
+    assert surface.proba.shape == (21, 21, 2) and surface.x.shape == (80, 2)
+    np.testing.assert_allclose(surface.x, data.unstandardize(data.x_train))
+    right = surface.gx > data.x_mean[0]
+    assert (surface.proba[:, right, 1] > 0.5).all() and (surface.proba[:, ~right, 1] < 0.5).all()
+    with pytest.raises(ValueError, match="2-D inputs"):
+        fd.decision_surface(net, bpcore.make_dataset("sawtooth"))
+
+
+def test_run_dataset_rebuilds_the_data_from_params() -> None:
+    params = {"data.name": "spirals", "data.n_samples": "120", "data.noise": "0.1"}
+    params |= {"data.seed": "4", "data.val_fraction": "0.25", "data.k": "None"}
+    data = fd.run_dataset(params)
+    expected = bpcore.make_dataset("spirals", n_samples=120, noise=0.1, seed=4, val_fraction=0.25)
+    np.testing.assert_array_equal(data.x_train, expected.x_train)
+    np.testing.assert_array_equal(data.y_val, expected.y_val)
+
+
+def test_figures_are_chosen_by_what_the_runs_vary() -> None:
+    from experiments import plots
+
+    h = history(2, [0], [1])
+    runs = [run_info("a", **{"model.depth": "2"}), run_info("b", **{"model.depth": "4"})]
+    data = plots.Data(runs, {"a": h, "b": h}, ["model.depth"], [(("2",), runs[0])])
+    assert set(plots.chosen(data)) == {*ALWAYS, "depth_vs_width"}
+    data.keys = ["model.depth", "model.width", "train.batch_size"]
+    data.models = {"a": bpcore.MLP([2, 3, 2])}
+    h.add_histograms(0, {"activation": np.zeros((2, 3))}, {"activation": np.zeros((2, 2), int)})
+    more = {"depth_width_heatmap", "batch_size", "histograms", "decision_boundaries"}
+    assert set(plots.chosen(data)) == {*ALWAYS, "depth_vs_width", *more}
+
+
+@pytest.mark.parametrize("figure", ["depth_width_heatmap", "depth_vs_width"])
+def test_depth_figures_render_per_dataset_and_budget(tmp_path: Path, figure: str) -> None:
+    from matplotlib.image import imread
+
+    from experiments import plots
+
+    runs, histories = [], {}
+    for data in ("spirals", "sawtooth"):
+        for d, w in ((1, 8), (1, 16), (4, 8), (4, 16)):
+            params = {"model.depth": str(d), "model.width": str(w), "data.name": data}
+            runs.append(run_info(f"{data}{d}{w}", **params, **{"model.param_budget": "2500"}))
+            histories[runs[-1].run_id] = history(2, [0], [1], scale=float(d * w))
+    keys = ["data.name", "model.depth", "model.width"]
+    style.apply()
+    fig, shown, used = plots.FIGURES[figure][0](plots.Data(runs, histories, keys, []))
+    (path,) = style.save(fig, tmp_path / figure, ["png"])
+    assert imread(path).std() > 0 and shown == runs and "val/loss" in used
+    titles = {ax.get_title() for ax in fig.axes} - {""}
+    expected = {"spirals (≈ 2500 parameters)", "sawtooth (≈ 2500 parameters)"}
+    assert titles == (
+        {"data=spirals", "data=sawtooth"} if figure == "depth_width_heatmap" else expected
+    )
+
+
 # --- end to end: a real sweep, the CLI, MLflow ---
 
 
@@ -214,12 +371,14 @@ def cli(folder: Path, uri: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
-    """activation=relu,tanh × model.depth=1,2: 4 tiny runs under one parent (≈ 10 s)."""
+    """activation=relu,tanh × model.depth=1,2 × batch 16, full, with histograms: 8 tiny runs
+    under one parent (≈ 12 s)."""
     from mlflow import MlflowClient
 
     folder = tmp_path_factory.mktemp("plots")
     uri = f"sqlite:///{folder}/mlflow.db"
     args = ["experiments.train", "-m", "activation=relu,tanh", "model.depth=1,2", *TINY]
+    args += ["train.batch_size=16,full", "log.histograms=true"]
     done = cli(folder, uri, *args)
     assert done.returncode == 0, done.stderr
     client = MlflowClient(uri)
@@ -228,7 +387,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     parent_id = parent.info.run_id
     children = {r.info.run_id for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id}
-    assert len(children) == 4
+    assert len(children) == 8
     crashed = client.create_run(experiment_id, tags={"mlflow.parentRunId": parent_id}).info
     client.log_param(crashed.run_id, "activation.name", "relu")
     client.set_terminated(crashed.run_id, "FAILED")  # never plotted: not FINISHED
@@ -258,6 +417,13 @@ def test_figure_data_equals_what_mlflow_logged(sweep: Sweep) -> None:
         list(curves.by_step["val/loss"].x),
         list(curves.by_step["val/loss"].mean),
     )
+    # The decision-boundary panel's net and data are the run's: they give its logged val loss.
+    model = client.download_artifacts(info.run_id, fd.MODEL_FILE, str(sweep.folder))
+    data = fd.run_dataset(info.params)
+    loss, accuracy = bpcore.evaluate(
+        fd.load_model(model, info.params), data.x_val, data.y_val, "cross_entropy"
+    )
+    assert (loss, accuracy) == (logged("val/loss")[1][-1], logged("val/accuracy")[1][-1])
 
 
 @pytest.mark.slow
@@ -324,3 +490,22 @@ def test_empty_or_unknown_selection_fails_with_one_line(
     assert done.returncode == 1
     assert done.stderr.startswith(message) and len(done.stderr.strip().splitlines()) == 1
     assert args[-1] in done.stderr and not (sweep.folder / "x").exists()
+
+
+def test_the_readme_gallery_is_what_the_gallery_command_writes(
+    compose_config: Callable[..., Any],
+) -> None:
+    """Every image the README shows is a figure a gallery shot draws, and is in docs/."""
+    import re
+
+    from experiments import gallery, plots
+
+    readme = (gallery.PROJECT_ROOT / "README.md").read_text()
+    shown = re.findall(r"\(docs/gallery/(\w+)\.png\)", readme)
+    written = [name for shot in gallery.SHOTS for name in shot.figures]
+    assert sorted(shown) == sorted(written) and len(set(written)) == len(written)
+    assert set(written) <= set(plots.FIGURES)
+    for name in written:
+        assert (gallery.DOCS / f"{name}.png").stat().st_size > 10_000, name
+    for shot in gallery.SHOTS:
+        compose_config(list(shot.sweep))  # each sweep's overrides compose

@@ -15,7 +15,9 @@ from bpcore.theory import (
     gaussian_expectation,
     grad_norm_ratio,
     gradient_depth_scale,
+    log_slope,
     predicted_grad_norms,
+    predicted_log_slope,
     q_star,
 )
 
@@ -212,3 +214,26 @@ def test_monte_carlo_wide_net(name: str, sigma_w2: float, sigma_b2: float) -> No
     q_mc, chi_mc = _simulate(name, sigma_w2, sigma_b2)
     assert q_mc == pytest.approx(q_star(name, sigma_w2, sigma_b2), rel=0.05)
     assert chi_mc == pytest.approx(chi1(name, sigma_w2, sigma_b2), rel=0.04)
+
+
+# ------------------------------------------------------------------------ slopes of ln‖δˡ‖
+
+
+def test_log_slope_of_a_geometric_sequence_is_exact() -> None:
+    """ln(c·rˡ) is linear in l, so the least-squares slope is ln r to rounding."""
+    assert log_slope(3.0 * 0.2 ** np.arange(6)) == pytest.approx(math.log(0.2), rel=1e-12)
+    assert log_slope([2.0, 2.0]) == 0.0
+
+
+@pytest.mark.parametrize("bad", [[1.0], [1.0, 0.0, 2.0], [1.0, math.inf], [1.0, math.nan]])
+def test_log_slope_is_nan_without_a_fit(bad: list[float]) -> None:
+    assert math.isnan(log_slope(bad))
+
+
+def test_predicted_log_slope() -> None:
+    """−½ ln χ₁ = 1/(2ξ_∇): 0 at the edge of chaos, > 0 ordered, < 0 chaotic."""
+    assert predicted_log_slope("relu", 2.0, 0.0) == pytest.approx(0.0, abs=1e-12)
+    assert predicted_log_slope("relu", 1.0, 0.0) == pytest.approx(0.5 * math.log(2), rel=1e-10)
+    xi = gradient_depth_scale("tanh", 1.2, 0.05)
+    assert predicted_log_slope("tanh", 1.2, 0.05) == pytest.approx(1 / (2 * xi), rel=1e-12)
+    assert predicted_log_slope("tanh", 3.0, 0.05) < 0

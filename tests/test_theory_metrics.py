@@ -1,0 +1,49 @@
+"""The per-run theory metrics and full-batch gradients the experiment layer logs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import bpcore
+from experiments.config import Experiment
+from experiments.diagnostics import DiagnosticsRecorder
+from experiments.theory_metrics import mean_field_inputs, theory_callbacks
+
+
+def _experiment(hidden: list[int], seed: int = 0) -> Experiment:
+    data = bpcore.make_dataset("spirals", n_samples=200)
+    sizes = [data.n_features, *hidden, data.n_outputs]
+    net = bpcore.MLP(sizes, "tanh", "softmax", "xavier_normal", seed)
+    return Experiment(data, net, bpcore.get_optimizer("sgd", 0.1), "cross_entropy", 16, hidden)
+
+
+def test_mean_field_inputs_need_equal_hidden_layers() -> None:
+    act, sigma_w2, sigma_b2 = mean_field_inputs(_experiment([8, 8, 8]).net) or (None, 0, 0)
+    assert act is not None and act.name == "tanh"
+    assert (sigma_w2, sigma_b2) == (pytest.approx(1.0), 0.0)  # xavier, fan_in = fan_out: σ_w² = 1
+    assert mean_field_inputs(_experiment([8]).net) is None
+    assert mean_field_inputs(_experiment([8, 16]).net) is None
+
+
+def test_logged_theory_and_full_gradient() -> None:
+    """Step 0: the full-batch bias gradients are those of the initial net on the whole training
+    set (the minibatch update already applied is undone exactly, to rounding); the theory
+    family holds the mean-field numbers of the init."""
+    exp = _experiment([8, 8, 8])
+    recorder = DiagnosticsRecorder(5)
+    callbacks = [recorder, *theory_callbacks(True, 5, exp, recorder.record)]
+    bpcore.fit(exp.net, exp.data, exp.loss, exp.optimizer, 16, epochs=2, callbacks=callbacks)
+    fresh = _experiment([8, 8, 8]).net
+    _, bp = fresh.loss_and_grads(exp.data.x_train, exp.data.y_train, "cross_entropy")
+    history = recorder.history
+    for l, b in enumerate(bp.biases):
+        steps, values = history.series(f"full_bias_grad_norm/layer_{l + 1:02d}")
+        assert steps[0] == 0
+        assert values[0] == pytest.approx(np.linalg.norm(b), rel=1e-10)
+    assert history.series("theory/chi1")[1][0] == pytest.approx(bpcore.theory.chi1("tanh", 1, 0))
+    assert math.isfinite(history.series("theory/measured_slope")[1][0])
+    b_simple = history.series("noise/B_simple")[1]
+    assert len(b_simple) == 4 and np.all(np.isfinite(b_simple))  # steps 0, 5, 10, 15
