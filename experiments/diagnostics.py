@@ -31,7 +31,7 @@ FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 Sink = Callable[[int, dict[str, float]], None]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: histogram edges per recorded step
 SATURATION_THRESHOLD = 0.05  # relative to the activation's max_grad
 LAYER_FAMILIES = ("grad_norm", "bias_grad_norm", "act_mean", "act_std", "update_ratio")
 HIDDEN_FAMILIES = ("saturation", "dead")
@@ -124,7 +124,7 @@ class History:
         self._steps: dict[str, list[int]] = {}
         self._rows: dict[str, list[FloatArray]] = {}
         self._hist_steps: list[int] = []
-        self._hist_edges: dict[str, FloatArray] = {}
+        self._hist_edges: dict[str, list[FloatArray]] = {}
         self._hist_counts: dict[str, list[IntArray]] = {}
 
     @property
@@ -145,7 +145,7 @@ class History:
     ) -> None:
         self._hist_steps.append(int(step))
         for kind, c in counts.items():
-            self._hist_edges.setdefault(kind, edges[kind])
+            self._hist_edges.setdefault(kind, []).append(edges[kind])
             self._hist_counts.setdefault(kind, []).append(c)
 
     def series(self, key: str) -> tuple[IntArray, FloatArray]:
@@ -162,11 +162,12 @@ class History:
         return list(self._hist_counts)
 
     def histogram(self, kind: str) -> tuple[IntArray, FloatArray, IntArray]:
-        """(steps, edges (L, bins + 1), counts (n, L, bins)) of kind "activation" or "delta"."""
+        """(steps, edges (n, L, bins + 1), counts (n, L, bins)) of kind "activation" or "delta":
+        each recorded step has its own edges."""
         if kind not in self._hist_counts:
             raise KeyError(f"no {kind!r} histograms recorded")
         steps = np.array(self._hist_steps, dtype=np.int64)
-        return steps, self._hist_edges[kind], np.stack(self._hist_counts[kind])
+        return steps, np.stack(self._hist_edges[kind]), np.stack(self._hist_counts[kind])
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write an ``.npz``: ``step``/``epoch_step`` int64 steps, one float64 array per metric
@@ -197,7 +198,7 @@ class History:
         if self._hist_steps:
             arrays["hist_step"] = np.array(self._hist_steps, dtype=np.int64)
             for kind, counts in self._hist_counts.items():
-                arrays[f"hist_{kind}_edges"] = self._hist_edges[kind]
+                arrays[f"hist_{kind}_edges"] = np.stack(self._hist_edges[kind])
                 arrays[f"hist_{kind}_counts"] = np.stack(counts)
         meta = {
             "schema_version": SCHEMA_VERSION,
@@ -231,7 +232,7 @@ class History:
         if meta["histogram_kinds"]:
             history._hist_steps = arrays["hist_step"].tolist()
             for kind in meta["histogram_kinds"]:
-                history._hist_edges[kind] = arrays[f"hist_{kind}_edges"]
+                history._hist_edges[kind] = list(arrays[f"hist_{kind}_edges"])
                 history._hist_counts[kind] = list(arrays[f"hist_{kind}_counts"])
         return history
 
@@ -243,8 +244,9 @@ class DiagnosticsRecorder(Callback):
 
     Every record goes to ``history`` and, as a fresh dict, to ``sink(step, metrics)``.
     ``histograms``: also keep per-layer histograms of aˡ (equal bins on [−r, r], r = max |aˡ| at
-    the first recorded step) and |δˡ| (log-spaced on DELTA_LOG10_RANGE; the first bin holds
-    zeros); out-of-range values count in the end bins.  Histograms never go to the sink.
+    that step, so no value falls outside) and |δˡ| (log-spaced on DELTA_LOG10_RANGE; the first
+    bin holds zeros; out-of-range values count in the end bins).  Histograms never go to the
+    sink.
     """
 
     def __init__(
@@ -264,7 +266,6 @@ class DiagnosticsRecorder(Callback):
         self.histograms = histograms
         self.histogram_bins = histogram_bins
         self.history = History()
-        self._edges: dict[str, FloatArray] = {}
 
     def wants_step(self, step: int) -> bool:
         return step % self.every_n_steps == 0
@@ -275,17 +276,16 @@ class DiagnosticsRecorder(Callback):
         if not self.histograms:
             return
         bp, bins = report.bp, self.histogram_bins
-        if not self._edges:
-            delta_edges = np.logspace(*DELTA_LOG10_RANGE, bins + 1)
-            self._edges = {
-                "activation": _activation_edges(bp.activations, bins),
-                "delta": np.tile(delta_edges, (report.net.n_layers, 1)),
-            }
-        counts = {
-            "activation": _histograms(bp.activations, self._edges["activation"]),
-            "delta": _histograms([np.abs(d) for d in bp.deltas], self._edges["delta"]),
+        delta_edges = np.logspace(*DELTA_LOG10_RANGE, bins + 1)
+        edges = {
+            "activation": _activation_edges(bp.activations, bins),  # this step's range
+            "delta": np.tile(delta_edges, (report.net.n_layers, 1)),
         }
-        self.history.add_histograms(report.step, self._edges, counts)
+        counts = {
+            "activation": _histograms(bp.activations, edges["activation"]),
+            "delta": _histograms([np.abs(d) for d in bp.deltas], edges["delta"]),
+        }
+        self.history.add_histograms(report.step, edges, counts)
 
     def on_epoch_end(self, report: EpochReport) -> None:
         metrics = {"train/loss": report.train_loss, "val/loss": report.val_loss}

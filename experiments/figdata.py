@@ -420,8 +420,9 @@ def layer_histograms(
 ) -> tuple[int, FloatArray, FloatArray]:
     """(step, bin centres (L, bins), fraction of values per bin (L, bins)) of kind
     "activation" (aˡ) or "delta" (|δˡ|, log-spaced bins: geometric centres)."""
-    steps, edges, counts = history.histogram(kind)
+    steps, all_edges, counts = history.histogram(kind)
     i = 0 if at == "first" else -1
+    edges = all_edges[i]
     centres = (
         np.sqrt(edges[:, :-1] * edges[:, 1:])
         if kind == "delta"

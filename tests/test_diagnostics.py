@@ -180,15 +180,20 @@ def test_history_round_trip_with_nan_and_histograms(data: bpcore.Dataset, tmp_pa
         assert raw["grad_norm"].shape == (5, 4) and raw["saturation"].shape == (5, 3)
         assert raw["step"].dtype == np.int64 and raw["train_loss"].shape == (2,)
         meta = json.loads(str(raw["meta"]))
-        assert meta["schema_version"] == 1 and meta["metric_keys"] == h.keys
+        assert meta["schema_version"] == 2 and meta["metric_keys"] == h.keys
         assert raw["hist_activation_counts"].shape == (4, 4, 20)
     for kind in ("activation", "delta"):
         steps, edges, counts = loaded.histogram(kind)
         np.testing.assert_array_equal(steps, [0, 2, 4, 6])
-        assert edges.shape == (4, 21) and np.all(np.diff(edges, axis=1) > 0)
+        assert edges.shape == (4, 4, 21) and np.all(np.diff(edges, axis=2) > 0)
         np.testing.assert_array_equal(counts.sum(axis=2), np.tile([40 * 16] * 3 + [40 * 2], (4, 1)))
         for want, got in zip(h.histogram(kind), (steps, edges, counts)):
             np.testing.assert_array_equal(got, want)
+    # each step's activation bins span that step's values: none piles up in an end bin
+    _, edges, _ = loaded.histogram("activation")
+    for step, layer_edges in zip([0, 2, 4, 6], edges, strict=True):
+        assert layer_edges[0, -1] > 0 and layer_edges[0, -1] == -layer_edges[0, 0], step
+    assert not np.array_equal(edges[0], edges[-1])  # the range moved with training
 
 
 def test_histograms_off_by_default(data: bpcore.Dataset, tmp_path: Path) -> None:
