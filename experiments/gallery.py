@@ -1,11 +1,12 @@
 """Regenerate the README's figure gallery, ``docs/gallery/*.png``, from real sweeps.
 
-    python -m experiments.gallery        # or: make gallery  (≈ 4 min on 2 cores)
+    python -m experiments.gallery        # or: make gallery  (≈ 12 min on 2 cores)
 
 Runs each sweep of ``SHOTS`` with ``python -m experiments.train -m`` into its own store,
 ``outputs/gallery/mlflow.db`` (browse it with ``mlflow ui``), draws its figures with
 ``python -m experiments.plots`` into ``outputs/gallery/<name>/`` and copies the ones the README
-shows to ``docs/gallery/``.  The commands are exactly a user's: nothing here draws by itself.
+shows to ``docs/gallery/<sweep>-<figure>.png``.  The commands are exactly a user's: nothing
+here draws by itself.
 """
 
 from __future__ import annotations
@@ -46,7 +47,18 @@ SHOTS = (
         ("experiment=quickstart", "log.histograms=true"),
         ("loss_curves", "saturation_dead", "histograms", "decision_boundaries"),
     ),
+    Shot("nielsen_ch5", ("experiment=nielsen_ch5",), ("theory_overlay", "speed_of_learning")),
+    Shot("glorot_bengio", ("experiment=glorot_bengio",), ("activation_stats", "histograms")),
+    Shot("he_depth30", ("experiment=he_depth30",), ("layer_moments", "loss_curves")),
+    Shot("selu_selfnorm", ("experiment=selu_selfnorm",), ("layer_moments",)),
+    Shot("edge_of_chaos", ("experiment=edge_of_chaos",), ("chi1_growth", "trainability")),
+    Shot("noise_scale", ("experiment=noise_scale",), ("steps_vs_batch",)),
 )
+
+
+def image(shot: Shot, figure: str) -> str:
+    """The gallery file of one figure of a shot, relative to the project root."""
+    return f"docs/gallery/{shot.name}-{figure}.png"
 
 
 def _run(env: dict[str, str], *args: str) -> None:
@@ -58,7 +70,8 @@ def main() -> None:
     """Run every shot's sweep, plot it, copy its PNGs to docs/gallery/."""
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
-    DOCS.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(DOCS, ignore_errors=True)  # no stale image outlives its shot
+    DOCS.mkdir(parents=True)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{WORK / 'mlflow.db'}"}
     for shot in SHOTS:
         _run(env, "experiments.train", "-m", *shot.sweep, f"hydra.sweep.dir={WORK / shot.name}")
@@ -66,8 +79,8 @@ def main() -> None:
         plots = ("--experiment", shot.name, "--out", str(out), "--formats", "png", *shot.plots)
         _run(env, "experiments.plots", *plots)
         for figure in shot.figures:
-            shutil.copyfile(out / f"{figure}.png", DOCS / f"{figure}.png")
-            print(DOCS / f"{figure}.png")
+            shutil.copyfile(out / f"{figure}.png", PROJECT_ROOT / image(shot, figure))
+            print(image(shot, figure))
 
 
 if __name__ == "__main__":

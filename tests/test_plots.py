@@ -269,8 +269,9 @@ def test_layer_histograms_are_fractions_on_bin_centres() -> None:
     h.add_histograms(
         0, edges, {"activation": np.array([[1, 3], [2, 2]]), "delta": np.array([[4, 0], [0, 0]])}
     )
+    later = {**edges, "activation": np.array([[-2.0, 0.0, 2.0]] * 2)}  # each step its own range
     h.add_histograms(
-        5, edges, {"activation": np.array([[0, 4], [4, 0]]), "delta": np.array([[1, 1], [2, 2]])}
+        5, later, {"activation": np.array([[0, 4], [4, 0]]), "delta": np.array([[1, 1], [2, 2]])}
     )
     assert h.histogram_kinds == ["activation", "delta"]
     step, centres, fractions = fd.layer_histograms(h, "activation", "first")
@@ -281,6 +282,8 @@ def test_layer_histograms_are_fractions_on_bin_centres() -> None:
     np.testing.assert_allclose(centres, [[1e-3, 1e-1]] * 2)  # geometric: log-spaced bins
     np.testing.assert_allclose(fractions, [[1.0, 0.0], [0.0, 0.0]])  # no counts: zeros, no NaN
     assert fd.layer_histograms(h, "delta", "last")[0] == 5
+    step, centres, _ = fd.layer_histograms(h, "activation", "last")
+    np.testing.assert_allclose(centres, [[-1.0, 1.0]] * 2)
 
 
 def test_decision_surface_of_a_known_classifier() -> None:
@@ -501,11 +504,11 @@ def test_the_readme_gallery_is_what_the_gallery_command_writes(
     from experiments import gallery, plots
 
     readme = (gallery.PROJECT_ROOT / "README.md").read_text()
-    shown = re.findall(r"\(docs/gallery/(\w+)\.png\)", readme)
-    written = [name for shot in gallery.SHOTS for name in shot.figures]
+    shown = re.findall(r"\((docs/gallery/[\w-]+\.png)\)", readme)
+    written = [gallery.image(shot, name) for shot in gallery.SHOTS for name in shot.figures]
     assert sorted(shown) == sorted(written) and len(set(written)) == len(written)
-    assert set(written) <= set(plots.FIGURES)
-    for name in written:
-        assert (gallery.DOCS / f"{name}.png").stat().st_size > 10_000, name
+    assert {name for shot in gallery.SHOTS for name in shot.figures} <= set(plots.FIGURES)
+    for path in written:
+        assert (gallery.PROJECT_ROOT / path).stat().st_size > 10_000, path
     for shot in gallery.SHOTS:
         compose_config(list(shot.sweep))  # each sweep's overrides compose
