@@ -166,7 +166,9 @@ def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        sweep = SweepInfo.load(Path(hydra_cfg.sweep.dir)) if in_sweep else None
+        # relative to the launching directory, wherever the launcher runs the job (Ray: elsewhere)
+        sweep_dir = Path(hydra_cfg.runtime.cwd, hydra_cfg.sweep.dir)
+        sweep = SweepInfo.load(sweep_dir) if in_sweep else None
         outcome = train(cfg, sweep, progress=not in_sweep and sys.stderr.isatty())
     except (ConfigError, TrackingError) as error:
         sys.exit(f"error: {error}")
