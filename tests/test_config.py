@@ -153,3 +153,20 @@ def test_swept_keys_are_what_varies_between_jobs() -> None:
         ["activation=relu", "model.depth=2", "optim.lr=0.3"],
     ]
     assert swept_keys(jobs) == ["activation", "optim.lr"]
+
+
+def test_slurm_preset_fills_submitits_slurm_launcher(compose_config) -> None:
+    cfg = compose_config(["hydra/launcher=slurm", "hydra.launcher.partition=cpu"], hydra=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher.partition, launcher.timeout_min, launcher.cpus_per_task) == ("cpu", 60, 2)
+    assert (launcher.mem_gb, launcher.array_parallelism) == (4, 32)
+    assert cfg.hydra.callbacks.mlflow_sweep._target_ == "experiments.sweep.MlflowSweepCallback"
+    assert compose_config(["hydra/launcher=slurm"], hydra=True).hydra.launcher.partition is None
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_local", "submitit_slurm"])
+def test_every_launcher_keeps_the_sweep_callback(compose_config, launcher: str) -> None:
+    cfg = compose_config([f"hydra/launcher={launcher}"], hydra=True)
+    assert cfg.hydra.runtime.choices["hydra/launcher"] == launcher
+    assert list(cfg.hydra.callbacks) == ["mlflow_sweep"]

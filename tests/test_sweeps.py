@@ -112,22 +112,42 @@ def test_sweep_nests_runs_under_a_parent(tmp_path: Path, launcher: str) -> None:
     assert all(c.info.status == "FINISHED" for c in children)
 
 
-def test_same_config_and_seed_give_identical_metrics_with_both_launchers(tmp_path: Path) -> None:
+LAUNCHERS = {"basic": [], "joblib": ["hydra.launcher.n_jobs=2"], "submitit_local": []}
+
+
+def sweep_children(folder: Path, experiment: str = "default") -> tuple:
+    """(the one parent run, its child runs) of the only sweep in ``experiment``."""
+    found = runs(folder, experiment)
+    (parent,) = [r for r in found if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in found if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == len(found) - 1
+    return parent, children
+
+
+def metric_histories(folder: Path, run_id: str) -> dict[str, list[tuple[int, float]]]:
+    c = client(folder)
+    return {
+        k: [(m.step, m.value) for m in c.get_metric_history(run_id, k)]
+        for k in ("val/loss", "grad_norm/layer_02", "update_ratio/layer_01")
+    }
+
+
+def test_every_launcher_gives_the_same_layout_and_metrics(tmp_path: Path) -> None:
     histories = {}
-    for launcher in ("basic", "joblib"):
+    for launcher, extra in LAUNCHERS.items():
         folder = tmp_path / launcher
         folder.mkdir()
-        done = run_train(
-            folder, "-m", "seed=3", "activation=relu", *TINY, f"hydra/launcher={launcher}"
-        )
+        args = ["-m", "seed=3", "activation=relu,tanh", *TINY, f"hydra/launcher={launcher}"]
+        done = run_train(folder, *args, *extra)
         assert done.returncode == 0, done.stderr
-        (child,) = [r for r in runs(folder, "default") if r.data.tags.get("mlflow.parentRunId")]
-        c = client(folder)
+        parent, children = sweep_children(folder)
+        assert parent.info.status == "FINISHED" and parent.data.tags["n_jobs"] == "2"
+        assert [c.info.status for c in children] == ["FINISHED", "FINISHED"]
         histories[launcher] = {
-            k: [(m.step, m.value) for m in c.get_metric_history(child.info.run_id, k)]
-            for k in ("val/loss", "grad_norm/layer_02", "update_ratio/layer_01")
+            c.info.run_name: metric_histories(folder, c.info.run_id) for c in children
         }
-    assert histories["basic"] == histories["joblib"]
+    assert set(histories["basic"]) == {"relu-d3-w8-b32-s3", "tanh-d3-w8-b32-s3"}
+    assert histories["basic"] == histories["joblib"] == histories["submitit_local"]
 
 
 def test_bad_value_in_one_job_creates_nothing(tmp_path: Path) -> None:
