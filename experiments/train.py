@@ -30,7 +30,7 @@ import bpcore
 from experiments.config import ConfigError, Experiment, build, register_configs
 from experiments.diagnostics import HISTORY_FILE, DiagnosticsRecorder
 from experiments.progress import ProgressBar
-from experiments.provenance import flat_params, git_commit, run_name
+from experiments.provenance import config_hash, flat_params, git_commit, run_name
 from experiments.sweep import SweepInfo
 from experiments.theory_metrics import theory_callbacks
 from experiments.tracking import (
@@ -103,6 +103,7 @@ def _tracker(cfg: DictConfig, name: str, sweep: SweepInfo | None) -> RunTracker 
     if not cfg.mlflow.enabled:
         return NullTracker()
     tags = {"git_commit": git_commit(), "preset": cfg.preset, "overrides": " ".join(_overrides())}
+    tags["config_hash"] = config_hash(cfg)
     if sweep is not None:
         uri, parent = sweep.tracking_uri, sweep.parent_run_id
         experiment = {"id": sweep.experiment_id}
@@ -159,6 +160,11 @@ def _outcome_line(outcome: Outcome) -> str:
     return f"{outcome.run_name}: val/loss {last.val_loss:.4g}{accuracy} ({outcome.seconds:.1f} s)"
 
 
+def _job(sweep: SweepInfo | None) -> str:
+    """``[3/12]``: this job's number in the sweep."""
+    return f"[{HydraConfig.get().job.num + 1}/{sweep.n_jobs if sweep else '?'}]"
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point: a single run, or one job of a sweep (``-m``)."""
@@ -169,12 +175,16 @@ def main(cfg: DictConfig) -> None:
         # relative to the launching directory, wherever the launcher runs the job (Ray: elsewhere)
         sweep_dir = Path(hydra_cfg.runtime.cwd, hydra_cfg.sweep.dir)
         sweep = SweepInfo.load(sweep_dir) if in_sweep else None
+        if cfg.mlflow.resume and not in_sweep:
+            raise ConfigError("mlflow.resume", True, "resumes a sweep: add -m (1 job is a sweep)")
+        if sweep and (done := sweep.finished.get(config_hash(cfg))):
+            print(f"{_job(sweep)} skipped: already FINISHED as run {done}", flush=True)
+            return
         outcome = train(cfg, sweep, progress=not in_sweep and sys.stderr.isatty())
     except (ConfigError, TrackingError) as error:
         sys.exit(f"error: {error}")
     if in_sweep:
-        total = sweep.n_jobs if sweep else "?"
-        print(f"[{hydra_cfg.job.num + 1}/{total}] {_outcome_line(outcome)}", flush=True)
+        print(f"{_job(sweep)} {_outcome_line(outcome)}", flush=True)
         return
     print(_outcome_line(outcome))
     if outcome.status != "FINISHED":

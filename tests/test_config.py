@@ -10,7 +10,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 import bpcore
 from experiments.config import ConfigError, build
-from experiments.provenance import flat_params, run_name
+from experiments.provenance import config_hash, flat_params, run_name
 from experiments.sweep import swept_keys
 
 PRESETS = sorted(
@@ -170,3 +170,15 @@ def test_every_launcher_keeps_the_sweep_callback(compose_config, launcher: str) 
     cfg = compose_config([f"hydra/launcher={launcher}"], hydra=True)
     assert cfg.hydra.runtime.choices["hydra/launcher"] == launcher
     assert list(cfg.hydra.callbacks) == ["mlflow_sweep"]
+
+
+def test_config_hash_is_what_a_job_trains(compose_config) -> None:
+    """The resume identity: the same for where it is logged, for how a value is written and
+    with Hydra's node (the launching process's view); different for anything trained."""
+    base = config_hash(compose_config(["optim.lr=0.01"]))
+    assert len(base) == 16 and base == config_hash(compose_config(["optim.lr=1e-2"]))
+    assert base == config_hash(compose_config(["optim.lr=0.01"], hydra=True))
+    logged_elsewhere = ["mlflow.experiment_name=x", "mlflow.resume=true", "mlflow.enabled=false"]
+    assert base == config_hash(compose_config(["optim.lr=0.01", *logged_elsewhere]))
+    for change in ("seed=1", "model.depth=4", "activation=relu", "log.every_n_steps=5"):
+        assert config_hash(compose_config(["optim.lr=0.01", change])) != base, change

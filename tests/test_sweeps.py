@@ -116,8 +116,8 @@ LAUNCHERS = {"basic": [], "joblib": ["hydra.launcher.n_jobs=2"], "submitit_local
 
 
 def sweep_children(folder: Path, experiment: str = "default") -> tuple:
-    """(the one parent run, its child runs) of the only sweep in ``experiment``."""
-    found = runs(folder, experiment)
+    """(the one parent run, its child runs oldest first) of the only sweep in ``experiment``."""
+    found = sorted(runs(folder, experiment), key=lambda r: r.info.start_time)
     (parent,) = [r for r in found if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in found if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == len(found) - 1
@@ -176,6 +176,7 @@ def test_a_sweep_logs_to_one_experiment(tmp_path: Path) -> None:
         (["train.batch_size=100000"], "train.batch_size=100000"),
         (["data=imagenet"], "Could not find 'data/imagenet'"),
         (["mlflow.tracking_uri=file:///tmp/x"], "mlflow.tracking_uri='file:///tmp/x'"),
+        (["mlflow.resume=true"], "mlflow.resume=True: resumes a sweep: add -m"),
     ],
 )
 def test_bad_overrides_fail_cleanly(tmp_path: Path, args: list[str], message: str) -> None:
@@ -264,3 +265,53 @@ def test_progress_bar_redraws_one_line_per_epoch(capsys: pytest.CaptureFixture[s
     assert err.count("\r") == 4 and err.endswith("\n") and err.count("\n") == 1
     assert "relu-d2 [##------] epoch 1/4  train loss 0.5  val loss 0.6" in err
     assert "[########] epoch 4/4" in err
+
+
+def test_resume_reruns_only_the_jobs_that_did_not_finish(tmp_path: Path) -> None:
+    """SIGKILL in the second of three jobs (a preempted node); the resumed sweep skips the
+    FINISHED job, runs the killed one and the one never started, under the same parent."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    prepare_experiment(uri, "default")  # so polling never races the schema migration
+    sweep = ["-m", "train.epochs=3,600,4", "data.n_samples=200", "model.width=8"]
+    sweep.append("log.every_n_steps=5")
+    names = [f"tanh-d3-w8-b32-s0-epochs={epochs}" for epochs in (3, 600, 4)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "experiments.train", *sweep],
+        cwd=tmp_path,
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while names[1] not in {r.info.run_name for r in runs(tmp_path, "default")}:
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.2)
+    process.kill()
+    process.wait(timeout=60)
+    while any(c.info.status == "RUNNING" for c in sweep_children(tmp_path)[1]):
+        assert time.monotonic() < deadline  # the killed job's writer ends its run KILLED
+        time.sleep(0.2)
+    parent, children = sweep_children(tmp_path)
+    assert parent.info.status == "RUNNING"  # nobody closed it
+    (first,) = [c for c in children if c.info.run_name == names[0]]
+    before = metric_histories(tmp_path, first.info.run_id)
+
+    done = run_train(tmp_path, *sweep, "mlflow.resume=true")
+    assert done.returncode == 0, done.stderr
+    assert f"resuming sweep {parent.info.run_id}: 1 of 3 jobs already FINISHED" in done.stdout
+    assert f"[1/3] skipped: already FINISHED as run {names[0]}" in done.stdout
+    resumed, children = sweep_children(tmp_path)
+    assert resumed.info.run_id == parent.info.run_id and resumed.info.status == "FINISHED"
+    attempts = {
+        name: [c.info.status for c in children if c.info.run_name == name] for name in names
+    }
+    assert attempts == {
+        names[0]: ["FINISHED"],
+        names[1]: ["KILLED", "FINISHED"],
+        names[2]: ["FINISHED"],
+    }
+    (again,) = [c for c in children if c.info.run_name == names[0]]
+    assert again.info.run_id == first.info.run_id and again.info.end_time == first.info.end_time
+    assert metric_histories(tmp_path, first.info.run_id) == before
+    hashes = {c.info.run_name: c.data.tags["config_hash"] for c in children}
+    assert len(set(hashes.values())) == 3
