@@ -30,8 +30,9 @@ import bpcore
 from experiments.config import ConfigError, Experiment, build, register_configs
 from experiments.diagnostics import HISTORY_FILE, DiagnosticsRecorder
 from experiments.progress import ProgressBar
-from experiments.provenance import config_hash, flat_params, git_commit, run_name
+from experiments.provenance import PROJECT_ROOT, config_hash, flat_params, git_commit, run_name
 from experiments.sweep import SweepInfo
+from experiments.targets import refuse_foreign_targets
 from experiments.theory_metrics import theory_callbacks
 from experiments.tracking import (
     NullTracker,
@@ -42,6 +43,7 @@ from experiments.tracking import (
 )
 
 register_configs()
+CONF = str(PROJECT_ROOT / "conf")  # absolute: the console script (module mode) finds it too
 
 
 @dataclass
@@ -165,9 +167,9 @@ def _job(sweep: SweepInfo | None) -> str:
     return f"[{HydraConfig.get().job.num + 1}/{sweep.n_jobs if sweep else '?'}]"
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point: a single run, or one job of a sweep (``-m``)."""
+@hydra.main(version_base="1.3", config_path=CONF, config_name="config")
+def app(cfg: DictConfig) -> None:
+    """Hydra's task function: a single run, or one job of a sweep (``-m``)."""
     signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM ends the run KILLED, like Ctrl-C
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
@@ -192,6 +194,12 @@ def main(cfg: DictConfig) -> None:
     if cfg.mlflow.enabled:
         uri = cfg.mlflow.tracking_uri or default_tracking_uri()
         print(f"tracked in {uri}; browse it with:\n  mlflow ui --backend-store-uri {uri}")
+
+
+def main() -> None:
+    """Entry point: refuse a ``_target_`` outside our packages, then run the Hydra app."""
+    refuse_foreign_targets(sys.argv[1:], app, CONF)
+    app()
 
 
 if __name__ == "__main__":

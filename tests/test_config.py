@@ -12,6 +12,7 @@ import bpcore
 from experiments.config import ConfigError, build
 from experiments.provenance import config_hash, flat_params, run_name
 from experiments.sweep import swept_keys
+from experiments.targets import foreign_targets
 
 PRESETS = sorted(
     p.stem for p in (Path(__file__).resolve().parents[1] / "conf/experiment").glob("*.yaml")
@@ -182,3 +183,21 @@ def test_config_hash_is_what_a_job_trains(compose_config) -> None:
     assert base == config_hash(compose_config(["optim.lr=0.01", *logged_elsewhere]))
     for change in ("seed=1", "model.depth=4", "activation=relu", "log.every_n_steps=5"):
         assert config_hash(compose_config(["optim.lr=0.01", change])) != base, change
+
+
+@pytest.mark.parametrize("choice", [*(f"experiment={p}" for p in PRESETS), "hydra/launcher=slurm"])
+def test_our_configs_name_only_our_targets(compose_config, choice: str) -> None:
+    cfg = compose_config([choice], hydra=True)
+    assert cfg.hydra.launcher._target_ and foreign_targets(cfg) == []
+
+
+def test_a_target_outside_our_packages_is_found(compose_config) -> None:
+    evil = [
+        "+hydra.callbacks.evil._target_=builtins.print",
+        "+hydra.callbacks.nested={x:{_target_:os.getcwd}}",
+        "hydra.sweeper._target_=experiments.sweep.MlflowSweepCallback",  # ours: allowed
+    ]
+    assert foreign_targets(compose_config(evil, hydra=True)) == [
+        ("hydra.callbacks.evil._target_", "builtins.print"),
+        ("hydra.callbacks.nested.x._target_", "os.getcwd"),
+    ]

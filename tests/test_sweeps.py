@@ -315,3 +315,43 @@ def test_resume_reruns_only_the_jobs_that_did_not_finish(tmp_path: Path) -> None
     assert metric_histories(tmp_path, first.info.run_id) == before
     hashes = {c.info.run_name: c.data.tags["config_hash"] for c in children}
     assert len(set(hashes.values())) == 3
+
+
+EVIL_PRESET = """# @package _global_
+hydra:
+  callbacks:
+    evil:
+      _target_: builtins.print
+      _args_: [PWNED]
+"""
+
+
+@pytest.mark.parametrize("route", ["override", "config_dir"])
+def test_a_foreign_target_is_refused_before_hydra_instantiates_it(
+    tmp_path: Path, route: str
+) -> None:
+    if route == "override":
+        args = [
+            "+hydra.callbacks.evil._target_=builtins.print",
+            "+hydra.callbacks.evil._args_=[PWNED]",
+        ]
+    else:
+        (tmp_path / "mine" / "experiment").mkdir(parents=True)
+        (tmp_path / "mine" / "experiment" / "evil.yaml").write_text(EVIL_PRESET)
+        args = ["--config-dir", str(tmp_path / "mine"), "experiment=evil"]
+    done = run_train(tmp_path, "-m", *args, *TINY)
+    assert done.returncode == 1 and "PWNED" not in done.stdout
+    assert done.stderr.strip() == (
+        "error: hydra.callbacks.evil._target_='builtins.print': "
+        "a class or function of experiments or bpcore (Hydra would instantiate it)"
+    )
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "multirun").exists()
+
+
+def test_console_script_runs_from_any_directory(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "bplab-train"
+    done = subprocess.run(
+        [str(script), *TINY, "mlflow.enabled=false"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("tanh-d3-w8-b32-s0: val/loss")
