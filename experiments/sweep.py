@@ -7,10 +7,11 @@ parent run (so parallel jobs never race to create them), and leave a ``mlflow_sw
 the sweep directory from which each job learns its parent.  ``on_multirun_end`` ends the parent
 FINISHED only if every job's run FINISHED.  A bad value in any job creates nothing.
 
-``mlflow.resume=true`` continues the sweep that last ran one of these jobs in the experiment (a
-job is its ``config_hash``): its parent run is set RUNNING again, runs it left RUNNING (a job
-killed with its writer) end KILLED, and the jobs that already FINISHED under it are skipped
-(each still starts, and exits at once); the rest run again as new children of that parent.
+``mlflow.resume=true`` continues the sweep that ran most of these jobs in the experiment (a job
+is its ``config_hash``; of sweeps that tie, the last to run one): its parent run is set RUNNING
+again, runs it left RUNNING (a job killed with its writer) end KILLED, and the jobs that
+already FINISHED under it are skipped (each still starts, and exits at once); the rest run
+again as new children of that parent.
 """
 
 from __future__ import annotations
@@ -153,12 +154,17 @@ class MlflowSweepCallback(Callback):
 def _resume(
     uri: str, experiment_id: str, hashes: list[str], tags: dict[str, str]
 ) -> tuple[str, dict[str, str]] | None:
-    """Reopen the sweep that last ran one of these jobs: (its parent run id, config hash → name
-    of the run that FINISHED that job under it); None if none of them ran in the experiment."""
+    """Reopen the sweep that ran most of these jobs (of those that tie, the last to run one):
+    (its parent run id, config hash → name of the run that FINISHED that job under it); None if
+    none of them ran in the experiment."""
     attempts = job_attempts(uri, experiment_id, set(hashes))
     if not attempts:
         return None
-    parent = attempts[0].data.tags["mlflow.parentRunId"]
+    jobs_of: dict[str, set[str]] = {}  # parent run id → its jobs, most recently active first
+    for run in attempts:
+        labels = run.data.tags
+        jobs_of.setdefault(labels["mlflow.parentRunId"], set()).add(labels["config_hash"])
+    parent = max(jobs_of, key=lambda p: len(jobs_of[p]))  # the first of equals
     ours = [run for run in attempts if run.data.tags["mlflow.parentRunId"] == parent]
     finished = {
         run.data.tags["config_hash"]: run.info.run_name

@@ -160,11 +160,21 @@ def test_bad_value_in_one_job_creates_nothing(tmp_path: Path) -> None:
     assert runs(tmp_path, "default") == []
 
 
-def test_a_sweep_logs_to_one_experiment(tmp_path: Path) -> None:
-    done = run_train(tmp_path, "-m", "mlflow.experiment_name=a,b", *TINY)
-    assert done.returncode != 0
-    assert "mlflow.experiment_name='a sweep': one value for all jobs" in done.stderr
-    assert runs(tmp_path, "a") == [] and runs(tmp_path, "b") == []
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["mlflow.experiment_name=a,b"], "mlflow.experiment_name='a sweep': one value for all"),
+        (["mlflow.resume=true,false"], "mlflow.resume='a sweep': one value for all jobs"),
+        (
+            ["mlflow.resume=true", "mlflow.enabled=false"],
+            "mlflow.resume=True: needs mlflow.enabled",
+        ),
+    ],
+)
+def test_sweep_wide_mlflow_settings(tmp_path: Path, args: list[str], message: str) -> None:
+    done = run_train(tmp_path, "-m", *args, *TINY)
+    assert done.returncode != 0 and message in done.stderr
+    assert runs(tmp_path, "a") == runs(tmp_path, "b") == runs(tmp_path, "default") == []
 
 
 @pytest.mark.parametrize(
@@ -396,3 +406,32 @@ def test_ray_launcher_against_a_local_head(tmp_path: Path) -> None:
     assert {c.info.run_name: metric_histories(tmp_path, c.info.run_id) for c in children} == {
         c.info.run_name: metric_histories(tmp_path / "basic", c.info.run_id) for c in basic
     }
+
+
+def test_resume_continues_the_sweep_that_ran_most_of_the_jobs(tmp_path: Path) -> None:
+    from experiments.sweep import _resume
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    experiment_id = prepare_experiment(uri, "default")
+    c = client(tmp_path)
+
+    def sweep(jobs: list[tuple[str, str]], start: int) -> tuple[str, dict[str, str]]:
+        """A FAILED parent run with a child per (config hash, status): (parent, hash → run)."""
+        parent = c.create_run(experiment_id, start_time=start).info.run_id
+        children = {}
+        for i, (job, status) in enumerate(jobs, 1):
+            tags = {"mlflow.parentRunId": parent, "config_hash": job}
+            children[job] = c.create_run(experiment_id, start_time=start + i, tags=tags).info.run_id
+            if status != "RUNNING":
+                c.set_terminated(children[job], status)
+        c.set_terminated(parent, "FAILED")
+        return parent, children
+
+    first, ran = sweep([("a", "FINISHED"), ("b", "FAILED"), ("c", "RUNNING")], start=1000)
+    later, _ = sweep([("a", "FINISHED"), ("x", "FINISHED")], start=2000)  # one job in common
+    finished = {"a": c.get_run(ran["a"]).info.run_name}
+    assert _resume(uri, experiment_id, ["a", "b", "c"], {"n_jobs": "3"}) == (first, finished)
+    assert c.get_run(first).info.status == "RUNNING" and c.get_run(later).info.status == "FAILED"
+    assert c.get_run(first).data.tags["n_jobs"] == "3"
+    assert [c.get_run(ran[job]).info.status for job in "abc"] == ["FINISHED", "FAILED", "KILLED"]
+    assert _resume(uri, experiment_id, ["y"], {}) is None
