@@ -284,16 +284,18 @@ def test_resume_reruns_only_the_jobs_that_did_not_finish(tmp_path: Path) -> None
     FINISHED job, runs the killed one and the one never started, under the same parent."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     prepare_experiment(uri, "default")  # so polling never races the schema migration
-    sweep = ["-m", "train.epochs=3,600,4", "data.n_samples=200", "model.width=8"]
+    sweep = ["-m", "train.epochs=3,1000,4", "data.n_samples=200", "model.width=8"]
     sweep.append("log.every_n_steps=5")
-    names = [f"tanh-d3-w8-b32-s0-epochs={epochs}" for epochs in (3, 600, 4)]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "experiments.train", *sweep],
-        cwd=tmp_path,
-        env={**os.environ, "MLFLOW_TRACKING_URI": uri},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    names = [f"tanh-d3-w8-b32-s0-epochs={epochs}" for epochs in (3, 1000, 4)]
+    log = tmp_path / "killed.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "experiments.train", *sweep],
+            cwd=tmp_path,
+            env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 120
     while names[1] not in {r.info.run_name for r in runs(tmp_path, "default")}:
         assert time.monotonic() < deadline and process.poll() is None
@@ -305,6 +307,8 @@ def test_resume_reruns_only_the_jobs_that_did_not_finish(tmp_path: Path) -> None
         time.sleep(0.2)
     parent, children = sweep_children(tmp_path)
     assert parent.info.status == "RUNNING"  # nobody closed it
+    statuses = {c.info.run_name: c.info.status for c in children}
+    assert statuses == {names[0]: "FINISHED", names[1]: "KILLED"}, log.read_text()
     (first,) = [c for c in children if c.info.run_name == names[0]]
     before = metric_histories(tmp_path, first.info.run_id)
 
