@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -377,14 +379,24 @@ RAY_HEAD = ["start", "--head", "--block", "--node-ip-address=127.0.0.1", "--num-
 RAY_HEAD += ["--include-dashboard=false", "--disable-usage-stats"]
 
 
-def test_ray_launcher_against_a_local_head(tmp_path: Path) -> None:
+def test_ray_launcher_against_a_local_head(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Needs the ray extra (pip install -e '.[ray]'); CI's `make test` does not install it."""
     pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="needs the ray extra")
+    # head and driver alike: once ~/.ray/auth_token exists (a local ray.init() writes one), a
+    # Ray 2.60 head requires the token, and a driver sends it only with RAY_AUTH_MODE=token
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    # Ray's sessions and its "current cluster" file, in a folder short enough for its sockets
+    ray_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")
     head = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ray"), *RAY_HEAD, f"--port={port}"],
+        [
+            str(Path(sys.executable).parent / "ray"),
+            *RAY_HEAD,
+            f"--port={port}",
+            f"--temp-dir={ray_dir}",
+        ],
         cwd=tmp_path,  # Ray's workers run jobs here: Hydra's job folders land beside ours
         start_new_session=True,
         stdout=subprocess.DEVNULL,
@@ -403,6 +415,7 @@ def test_ray_launcher_against_a_local_head(tmp_path: Path) -> None:
                 os.killpg(head.pid, sig)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 head.wait(15)
+        shutil.rmtree(ray_dir, ignore_errors=True)
     parent, children = sweep_children(tmp_path)
     assert parent.info.status == "FINISHED"
     assert [c.info.status for c in children] == ["FINISHED", "FINISHED"]
