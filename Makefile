@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench gallery
+.PHONY: run test bench gallery server server-stop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,3 +29,10 @@ bench: $(STAMP)
 
 gallery: $(STAMP)
 	$(BIN)/python -m experiments.gallery
+
+# A local MLflow server on PostgreSQL (data in ./mlflow-server/); see `python -m experiments.server -h`
+server: $(STAMP)
+	$(BIN)/python -m experiments.server start
+
+server-stop: $(STAMP)
+	$(BIN)/python -m experiments.server stop

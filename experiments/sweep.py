@@ -36,6 +36,7 @@ from experiments.config import ConfigError, build
 from experiments.provenance import config_hash, git_commit
 from experiments.tracking import (
     TrackingError,
+    browse_hint,
     check_tracking_uri,
     default_tracking_uri,
     finish_parent_run,
@@ -145,9 +146,13 @@ class MlflowSweepCallback(Callback):
         if self.sweep is None:
             return None
         sweep, self.sweep = self.sweep, None
-        status = finish_parent_run(sweep.tracking_uri, sweep.parent_run_id, sweep.config_hashes)
+        try:
+            status = finish_parent_run(sweep.tracking_uri, sweep.parent_run_id, sweep.config_hashes)
+        except TrackingError as error:  # the runs logged before the store went away are kept
+            print(f"parent run {sweep.parent_run_id}: cannot be ended: {error}", flush=True)
+            return "FAILED"
         print(f"parent run {sweep.parent_run_id}: {status}; browse with:")
-        print(f"  mlflow ui --backend-store-uri {sweep.tracking_uri}", flush=True)
+        print(f"  {browse_hint(sweep.tracking_uri)}", flush=True)
         return status
 
 

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -74,6 +75,14 @@ def check_tracking_uri(uri: str) -> None:
     if scheme not in ALLOWED_SCHEMES:
         why = " (MLflow ≥ 3.13 refuses the file store)" if scheme in ("", "file") else ""
         raise TrackingError(f"tracking URI {uri!r} is not supported{why}; use {_ALLOWED}")
+    password = urllib.parse.urlsplit(uri).password if scheme != "sqlite" else None
+    if password:  # it would be printed, and logged as a param when given as mlflow.tracking_uri
+        masked = uri.replace(f":{password}@", ":***@", 1)
+        raise TrackingError(
+            f"tracking URI {masked!r} contains a password: put credentials in "
+            "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (server) or PGPASSWORD / "
+            "~/.pgpass (postgresql), never in the URI"
+        )
     if scheme == "sqlite":
         parent = _sqlite_path(uri).parent
         try:
@@ -83,14 +92,33 @@ def check_tracking_uri(uri: str) -> None:
     elif scheme in ("http", "https"):
         for key, value in _HTTP_ENV.items():
             os.environ.setdefault(key, value)
-        try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=3):
-                pass
-        except urllib.error.HTTPError as e:  # it answered: only a server error is fatal
-            if e.code >= 500:
-                raise TrackingError(f"tracking server at {uri} is unhealthy ({e})") from None
-        except (OSError, ValueError) as e:  # refused, timed out, no such host
-            raise TrackingError(f"tracking server at {uri} is not reachable ({e})") from None
+        problem = _server_problem(uri)
+        if problem:
+            raise TrackingError(problem)
+
+
+def _server_problem(uri: str) -> str | None:
+    """Why the server at ``uri`` cannot take runs (probing /health for ≤ 3 s), or None."""
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=3):
+            pass
+    except urllib.error.HTTPError as e:  # it answered: only a server error is fatal
+        if e.code >= 500:
+            return f"tracking server at {uri} is unhealthy ({e})"
+    except (OSError, ValueError) as e:  # refused, timed out, no such host
+        reason = e.reason if isinstance(e, urllib.error.URLError) else e
+        return f"tracking server at {uri} is not reachable ({reason})"
+    return None
+
+
+def describe_failure(uri: str, error: Exception) -> str:
+    """One line for a failed MLflow call: a server that stopped answering is named as such
+    (MLflow's own message is a page of retry details)."""
+    if uri.lower().startswith("http"):
+        problem = _server_problem(uri)
+        if problem:
+            return problem.replace(" is not reachable", " stopped answering")
+    return " ".join(str(error).split())
 
 
 def mlflow_client(uri: str) -> Any:
@@ -159,15 +187,27 @@ def child_runs(uri: str, parent_run_id: str) -> list[Run]:
 def finish_parent_run(uri: str, run_id: str, config_hashes: list[str]) -> str:
     """End the parent FINISHED iff, for every job (its ``config_hash``), the latest child run of
     that job FINISHED; otherwise FAILED.  Earlier attempts (a job killed, then resumed) do not
-    count.  Returns the status; a parent that has already ended keeps its status."""
+    count.  Children still RUNNING (their jobs are over: the writer lost the store before it
+    could end them) end FAILED.  Returns the status; a parent that has already ended keeps its
+    status.  TrackingError (one line) when the store cannot be reached.
+    """
+    from mlflow.exceptions import MlflowException
+
     client = mlflow_client(uri)
-    status = str(client.get_run(run_id).info.status)
-    if status != "RUNNING":
-        return status
-    latest = {c.data.tags.get("config_hash"): c.info.status for c in child_runs(uri, run_id)}
-    done = all(latest.get(job) == "FINISHED" for job in config_hashes)
-    status = "FINISHED" if done else "FAILED"
-    client.set_terminated(run_id, status)
+    try:
+        status = str(client.get_run(run_id).info.status)
+        if status != "RUNNING":
+            return status
+        children = child_runs(uri, run_id)
+        for child in children:
+            if child.info.status == "RUNNING":
+                client.set_terminated(child.info.run_id, "FAILED")
+        latest = {c.data.tags.get("config_hash"): c.info.status for c in children}
+        done = all(latest.get(job) == "FINISHED" for job in config_hashes)
+        status = "FINISHED" if done else "FAILED"
+        client.set_terminated(run_id, status)
+    except MlflowException as e:
+        raise TrackingError(describe_failure(uri, e)) from None
     return status
 
 
@@ -190,6 +230,13 @@ def reopen_parent_run(uri: str, run_id: str, tags: dict[str, str], orphans: list
         client.set_terminated(orphan, "KILLED")
     client.update_run(run_id, status="RUNNING")
     client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+
+def browse_hint(uri: str) -> str:
+    """How to look at the runs in ``uri``: the server's own UI, or a local one on the store."""
+    if uri.lower().startswith("http"):
+        return f"open {uri} in a browser"
+    return f"mlflow ui --backend-store-uri {uri}"
 
 
 def _writer(fd: int) -> None:
@@ -257,7 +304,8 @@ def _write_run(conn: Connection) -> bool:
             with contextlib.suppress(Exception):
                 client.set_terminated(run_id, "FAILED")
         with contextlib.suppress(OSError):
-            conn.send(("error", f"MLflow writer of run {run_name!r} failed: {e}"))
+            why = describe_failure(uri, e)
+            conn.send(("error", f"MLflow writer of run {run_name!r} failed: {why}"))
     return False
 
 
@@ -464,8 +512,9 @@ class RunTracker:
             if status == "FAILED":
                 self.set_tags({"error": f"{type(exc).__name__}: {exc}"[:5000]})
             self.end(status)
-        except TrackingError as e:  # do not mask the exception on its way up
-            print(f"tracking: {e}", file=sys.stderr)
+        except TrackingError as e:  # do not mask the exception on its way up (nor repeat it)
+            if str(e) != str(exc):
+                print(f"tracking: {e}", file=sys.stderr)
 
 
 class NullTracker:

@@ -38,6 +38,7 @@ from experiments.tracking import (
     NullTracker,
     RunTracker,
     TrackingError,
+    browse_hint,
     check_tracking_uri,
     default_tracking_uri,
 )
@@ -62,7 +63,12 @@ def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = Fals
     experiment = build(cfg)
     swept = sweep.swept_keys if sweep else []
     name = run_name(cfg, experiment.hidden, experiment.batch_size, swept)
-    tracker = _tracker(cfg, name, sweep)
+    try:
+        tracker = _tracker(cfg, name, sweep)
+    except TrackingError as error:
+        if sweep is None:
+            raise  # a single run: main reports it; nothing was trained
+        return Outcome(name, "FAILED", None, None, time.perf_counter() - started, str(error))
     recorder = DiagnosticsRecorder(
         cfg.log.every_n_steps, sink=tracker.log_metrics, histograms=cfg.log.histograms
     )
@@ -96,7 +102,8 @@ def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = Fals
                     tracker.log_artifact(path)
                 tracker.end("FINISHED")
     except Exception as error:  # recorded as a FAILED run by the tracker; the caller decides
-        return Outcome(name, "FAILED", None, None, time.perf_counter() - started, repr(error))
+        why = str(error) if isinstance(error, TrackingError) else repr(error)
+        return Outcome(name, "FAILED", None, None, time.perf_counter() - started, why)
     seconds = time.perf_counter() - started
     return Outcome(name, "FINISHED", result.diverged_at_step, result.last_epoch, seconds)
 
@@ -162,6 +169,13 @@ def _outcome_line(outcome: Outcome) -> str:
     return f"{outcome.run_name}: val/loss {last.val_loss:.4g}{accuracy} ({outcome.seconds:.1f} s)"
 
 
+def _say(line: str) -> None:
+    """A job's line in one write, so parallel jobs' lines never interleave (``print`` writes
+    the newline apart)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def _job(sweep: SweepInfo | None) -> str:
     """``[3/12]``: this job's number in the sweep."""
     return f"[{HydraConfig.get().job.num + 1}/{sweep.n_jobs if sweep else '?'}]"
@@ -180,20 +194,20 @@ def app(cfg: DictConfig) -> None:
         if cfg.mlflow.resume and not in_sweep:
             raise ConfigError("mlflow.resume", True, "resumes a sweep: add -m (1 job is a sweep)")
         if sweep and (done := sweep.finished.get(config_hash(cfg))):
-            print(f"{_job(sweep)} skipped: already FINISHED as run {done}", flush=True)
+            _say(f"{_job(sweep)} skipped: already FINISHED as run {done}")
             return
         outcome = train(cfg, sweep, progress=not in_sweep and sys.stderr.isatty())
     except (ConfigError, TrackingError) as error:
         sys.exit(f"error: {error}")
     if in_sweep:
-        print(f"{_job(sweep)} {_outcome_line(outcome)}", flush=True)
+        _say(f"{_job(sweep)} {_outcome_line(outcome)}")
         return
     print(_outcome_line(outcome))
     if outcome.status != "FINISHED":
         sys.exit(1)
     if cfg.mlflow.enabled:
         uri = cfg.mlflow.tracking_uri or default_tracking_uri()
-        print(f"tracked in {uri}; browse it with:\n  mlflow ui --backend-store-uri {uri}")
+        print(f"tracked in {uri}; browse it with:\n  {browse_hint(uri)}")
 
 
 def main() -> None:

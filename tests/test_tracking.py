@@ -99,7 +99,8 @@ def test_finish_parent_run_needs_every_jobs_latest_run_finished(tmp_path: Path) 
         for start_time, (job, status) in enumerate(attempts, 1):
             tags = {"mlflow.parentRunId": parent, "config_hash": job}
             run = client.create_run(experiment_id, start_time=start_time, tags=tags)
-            client.set_terminated(run.info.run_id, status)
+            if status != "RUNNING":
+                client.set_terminated(run.info.run_id, status)
         return parent
 
     ok = parent_with([("a", "FINISHED"), ("b", "FINISHED"), ("c", "FINISHED")])
@@ -107,6 +108,7 @@ def test_finish_parent_run_needs_every_jobs_latest_run_finished(tmp_path: Path) 
     too_few = parent_with([("a", "FINISHED")])
     resumed = parent_with([("a", "FINISHED"), ("b", "KILLED"), ("b", "FINISHED")])
     resumed_in_vain = parent_with([("a", "FINISHED"), ("b", "FINISHED"), ("b", "FAILED")])
+    orphan = parent_with([("a", "RUNNING")])
     assert client.get_run(ok).info.status == "RUNNING"
     assert finish_parent_run(uri, ok, ["a", "b", "c"]) == "FINISHED"
     assert finish_parent_run(uri, ok, ["a", "b", "c"]) == "FINISHED"  # idempotent
@@ -120,6 +122,8 @@ def test_finish_parent_run_needs_every_jobs_latest_run_finished(tmp_path: Path) 
         "FAILED",
     ]
     assert len(child_runs(uri, ok)) == 3 and len(child_runs(uri, too_few)) == 1
+    assert finish_parent_run(uri, orphan, ["a"]) == "FAILED"  # a writer lost the store mid-run
+    assert [c.info.status for c in child_runs(uri, orphan)] == ["FAILED"]
 
 
 def job(uri: str, experiment_id: str, parent: str, index: int, folder: str) -> str:
@@ -238,3 +242,12 @@ def test_writer_failures_surface_as_tracking_errors(tmp_path: Path) -> None:
     with pytest.raises(TrackingError, match="died"):
         killed.end()
     assert time.perf_counter() - started < 5
+
+
+@pytest.mark.parametrize(
+    "uri", ["http://alice:s3cret@127.0.0.1:5000", "postgresql+psycopg://mlflow:s3cret@db/mlflow"]
+)
+def test_a_password_in_the_uri_is_refused_without_echoing_it(uri: str) -> None:
+    with pytest.raises(TrackingError, match=r"contains a password.*MLFLOW_TRACKING_PASS") as info:
+        check_tracking_uri(uri)
+    assert "s3cret" not in str(info.value) and ":***@" in str(info.value)
