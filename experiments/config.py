@@ -98,6 +98,9 @@ class MlflowConf:
     enabled: bool = True  # false: train and print, log nothing
     tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else <project>/mlflow.db
     experiment_name: str = "default"
+    # sweeps: skip each job that already FINISHED in this experiment with the same config (tag
+    # config_hash), re-run the FAILED, KILLED and never-ended ones under the same parent run
+    resume: bool = False
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -40,6 +42,14 @@ def flat_params(cfg: DictConfig) -> dict[str, str]:
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
     return dict(_flatten(container, ""))
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """A job's identity for ``mlflow.resume``: 16 hex digits of the resolved config, without
+    ``mlflow.*`` (where it is logged, not what it trains) and Hydra's own settings."""
+    keys = [key for key in cfg if key not in ("hydra", "mlflow")]
+    params = flat_params(OmegaConf.masked_copy(cfg, keys))
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _flatten(node: Any, prefix: str) -> list[tuple[str, str]]:

@@ -6,6 +6,12 @@ sweeper will, compose and check every job's config, create the store, the experi
 parent run (so parallel jobs never race to create them), and leave a ``mlflow_sweep.json`` in
 the sweep directory from which each job learns its parent.  ``on_multirun_end`` ends the parent
 FINISHED only if every job's run FINISHED.  A bad value in any job creates nothing.
+
+``mlflow.resume=true`` continues the sweep that ran most of these jobs in the experiment (a job
+is its ``config_hash``; of sweeps that tie, the last to run one): its parent run is set RUNNING
+again, runs it left RUNNING (a job killed with its writer) end KILLED, and the jobs that
+already FINISHED under it are skipped (each still starts, and exits at once); the rest run
+again as new children of that parent.
 """
 
 from __future__ import annotations
@@ -27,14 +33,16 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from experiments.config import ConfigError, build
-from experiments.provenance import git_commit
+from experiments.provenance import config_hash, git_commit
 from experiments.tracking import (
     TrackingError,
     browse_hint,
     check_tracking_uri,
     default_tracking_uri,
     finish_parent_run,
+    job_attempts,
     prepare_experiment,
+    reopen_parent_run,
     start_parent_run,
 )
 
@@ -50,6 +58,8 @@ class SweepInfo:
     parent_run_id: str
     n_jobs: int
     swept_keys: list[str]  # config keys whose value differs between jobs
+    config_hashes: list[str]  # each job's identity (provenance.config_hash)
+    finished: dict[str, str]  # resume: config hash → name of the run that FINISHED it
 
     def save(self, sweep_dir: Path) -> None:
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -92,9 +102,11 @@ class MlflowSweepCallback(Callback):
             for overrides, job in jobs:
                 _check(job, overrides)
             first = jobs[0][1]
-            for key in ("mlflow.enabled", "mlflow.tracking_uri", "mlflow.experiment_name"):
-                if len({OmegaConf.select(job, key) for _, job in jobs}) > 1:
-                    raise ConfigError(key, "a sweep", "one value for all jobs (one parent run)")
+            for key in ("enabled", "tracking_uri", "experiment_name", "resume"):
+                if len({job.mlflow[key] for _, job in jobs}) > 1:
+                    raise ConfigError(f"mlflow.{key}", "a sweep", "one value for all jobs")
+            if first.mlflow.resume and not first.mlflow.enabled:
+                raise ConfigError("mlflow.resume", True, "needs mlflow.enabled=true")
             if not first.mlflow.enabled:
                 return
             uri = first.mlflow.tracking_uri or default_tracking_uri()
@@ -103,18 +115,27 @@ class MlflowSweepCallback(Callback):
         except (ConfigError, TrackingError, HydraException, OmegaConfBaseException) as error:
             sys.exit(f"error: {error}")  # before anything is created
         started = datetime.now().strftime("%Y%m%d-%H%M%S")
-        tags = {
-            "git_commit": git_commit(),
-            "preset": first.preset,
-            "overrides": " ".join(config.hydra.overrides.task),
-            "n_jobs": str(len(jobs)),
-        }
-        parent = start_parent_run(uri, experiment_id, f"{first.preset}-{started}", tags)
+        tags = {"overrides": " ".join(config.hydra.overrides.task), "n_jobs": str(len(jobs))}
+        hashes = [config_hash(job) for _, job in jobs]
+        resumed = None
+        if first.mlflow.resume:
+            resumed = _resume(uri, experiment_id, hashes, tags | {"resumed": started})
+        if resumed is not None:
+            parent, finished = resumed
+            skipped = sum(job in finished for job in hashes)
+            print(f"resuming sweep {parent}: {skipped} of {len(jobs)} jobs already FINISHED")
+        else:
+            if first.mlflow.resume:
+                print(f"resume: no job of this sweep ran in {first.mlflow.experiment_name!r} yet")
+            name = f"{first.preset}-{started}"
+            tags |= {"git_commit": git_commit(), "preset": first.preset}
+            parent, finished = start_parent_run(uri, experiment_id, name, tags), {}
+            print(f"sweep {name}: {len(jobs)} jobs, parent run {parent}")
         swept = swept_keys([overrides for overrides, _ in jobs])
-        self.sweep = SweepInfo(uri, experiment_id, parent, len(jobs), swept)
+        self.sweep = SweepInfo(uri, experiment_id, parent, len(jobs), swept, hashes, finished)
         self.sweep.save(Path(config.hydra.sweep.dir))
         atexit.register(self._close)  # also on Ctrl-C or a crash: the parent never stays RUNNING
-        print(f"sweep {first.preset}-{started}: {len(jobs)} jobs, parent run {parent}", flush=True)
+        sys.stdout.flush()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         status = self._close()
@@ -126,13 +147,38 @@ class MlflowSweepCallback(Callback):
             return None
         sweep, self.sweep = self.sweep, None
         try:
-            status = finish_parent_run(sweep.tracking_uri, sweep.parent_run_id, sweep.n_jobs)
+            status = finish_parent_run(sweep.tracking_uri, sweep.parent_run_id, sweep.config_hashes)
         except TrackingError as error:  # the runs logged before the store went away are kept
             print(f"parent run {sweep.parent_run_id}: cannot be ended: {error}", flush=True)
             return "FAILED"
         print(f"parent run {sweep.parent_run_id}: {status}; browse with:")
         print(f"  {browse_hint(sweep.tracking_uri)}", flush=True)
         return status
+
+
+def _resume(
+    uri: str, experiment_id: str, hashes: list[str], tags: dict[str, str]
+) -> tuple[str, dict[str, str]] | None:
+    """Reopen the sweep that ran most of these jobs (of those that tie, the last to run one):
+    (its parent run id, config hash → name of the run that FINISHED that job under it); None if
+    none of them ran in the experiment."""
+    attempts = job_attempts(uri, experiment_id, set(hashes))
+    if not attempts:
+        return None
+    jobs_of: dict[str, set[str]] = {}  # parent run id → its jobs, most recently active first
+    for run in attempts:
+        labels = run.data.tags
+        jobs_of.setdefault(labels["mlflow.parentRunId"], set()).add(labels["config_hash"])
+    parent = max(jobs_of, key=lambda p: len(jobs_of[p]))  # the first of equals
+    ours = [run for run in attempts if run.data.tags["mlflow.parentRunId"] == parent]
+    finished = {
+        run.data.tags["config_hash"]: run.info.run_name
+        for run in reversed(ours)  # oldest first: the newest FINISHED attempt is kept
+        if run.info.status == "FINISHED"
+    }
+    orphans = [run.info.run_id for run in ours if run.info.status == "RUNNING"]
+    reopen_parent_run(uri, parent, tags, orphans)
+    return parent, finished
 
 
 def _check(job: DictConfig, overrides: list[str]) -> None:

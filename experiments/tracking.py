@@ -184,12 +184,12 @@ def child_runs(uri: str, parent_run_id: str) -> list[Run]:
             return runs
 
 
-def finish_parent_run(uri: str, run_id: str, expected_children: int) -> str:
-    """End the parent FINISHED iff exactly ``expected_children`` children exist, all FINISHED.
-
-    Otherwise FAILED.  Returns the status; a parent that has already ended keeps its status.
-    Children still RUNNING (their jobs are over: the writer lost the store before it could end
-    them) end FAILED.  TrackingError (one line) when the store cannot be reached.
+def finish_parent_run(uri: str, run_id: str, config_hashes: list[str]) -> str:
+    """End the parent FINISHED iff, for every job (its ``config_hash``), the latest child run of
+    that job FINISHED; otherwise FAILED.  Earlier attempts (a job killed, then resumed) do not
+    count.  Children still RUNNING (their jobs are over: the writer lost the store before it
+    could end them) end FAILED.  Returns the status; a parent that has already ended keeps its
+    status.  TrackingError (one line) when the store cannot be reached.
     """
     from mlflow.exceptions import MlflowException
 
@@ -202,12 +202,34 @@ def finish_parent_run(uri: str, run_id: str, expected_children: int) -> str:
         for child in children:
             if child.info.status == "RUNNING":
                 client.set_terminated(child.info.run_id, "FAILED")
-        done = all(c.info.status == "FINISHED" for c in children)
-        status = "FINISHED" if done and len(children) == expected_children else "FAILED"
+        latest = {c.data.tags.get("config_hash"): c.info.status for c in children}
+        done = all(latest.get(job) == "FINISHED" for job in config_hashes)
+        status = "FINISHED" if done else "FAILED"
         client.set_terminated(run_id, status)
     except MlflowException as e:
         raise TrackingError(describe_failure(uri, e)) from None
     return status
+
+
+def job_attempts(uri: str, experiment_id: str, config_hashes: set[str]) -> list[Run]:
+    """The child runs in the experiment of the jobs with these ``config_hash`` tags, newest
+    first."""
+    client = mlflow_client(uri)
+    newest = ["attributes.start_time DESC"]
+    found = _search_all(client.search_runs, [experiment_id], _CHILDREN, order_by=newest)
+    return [r for r in found if r.data.tags.get("config_hash") in config_hashes]
+
+
+def reopen_parent_run(uri: str, run_id: str, tags: dict[str, str], orphans: list[str]) -> None:
+    """A resumed sweep: end its ``orphans`` (runs left RUNNING by a killed job) KILLED and set
+    the parent RUNNING again, with ``tags``."""
+    from mlflow.entities import RunTag
+
+    client = mlflow_client(uri)
+    for orphan in orphans:
+        client.set_terminated(orphan, "KILLED")
+    client.update_run(run_id, status="RUNNING")
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
 
 def browse_hint(uri: str) -> str:
@@ -523,6 +545,7 @@ class NullTracker:
 
 _FINISHED = "attributes.status = 'FINISHED'"
 _PARENTLESS = "tags.mlflow.parentRunId IS NULL"
+_CHILDREN = "tags.mlflow.parentRunId IS NOT NULL"
 
 
 def _search_all(search: Any, *args: Any, **kwargs: Any) -> list[Any]:

@@ -30,8 +30,9 @@ import bpcore
 from experiments.config import ConfigError, Experiment, build, register_configs
 from experiments.diagnostics import HISTORY_FILE, DiagnosticsRecorder
 from experiments.progress import ProgressBar
-from experiments.provenance import flat_params, git_commit, run_name
+from experiments.provenance import PROJECT_ROOT, config_hash, flat_params, git_commit, run_name
 from experiments.sweep import SweepInfo
+from experiments.targets import refuse_foreign_targets
 from experiments.theory_metrics import theory_callbacks
 from experiments.tracking import (
     NullTracker,
@@ -43,6 +44,7 @@ from experiments.tracking import (
 )
 
 register_configs()
+CONF = str(PROJECT_ROOT / "conf")  # absolute: the console script (module mode) finds it too
 
 
 @dataclass
@@ -110,6 +112,7 @@ def _tracker(cfg: DictConfig, name: str, sweep: SweepInfo | None) -> RunTracker 
     if not cfg.mlflow.enabled:
         return NullTracker()
     tags = {"git_commit": git_commit(), "preset": cfg.preset, "overrides": " ".join(_overrides())}
+    tags["config_hash"] = config_hash(cfg)
     if sweep is not None:
         uri, parent = sweep.tracking_uri, sweep.parent_run_id
         experiment = {"id": sweep.experiment_id}
@@ -166,22 +169,38 @@ def _outcome_line(outcome: Outcome) -> str:
     return f"{outcome.run_name}: val/loss {last.val_loss:.4g}{accuracy} ({outcome.seconds:.1f} s)"
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point: a single run, or one job of a sweep (``-m``)."""
+def _say(line: str) -> None:
+    """A job's line in one write, so parallel jobs' lines never interleave (``print`` writes
+    the newline apart)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _job(sweep: SweepInfo | None) -> str:
+    """``[3/12]``: this job's number in the sweep."""
+    return f"[{HydraConfig.get().job.num + 1}/{sweep.n_jobs if sweep else '?'}]"
+
+
+@hydra.main(version_base="1.3", config_path=CONF, config_name="config")
+def app(cfg: DictConfig) -> None:
+    """Hydra's task function: a single run, or one job of a sweep (``-m``)."""
     signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM ends the run KILLED, like Ctrl-C
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        sweep = SweepInfo.load(Path(hydra_cfg.sweep.dir)) if in_sweep else None
+        # relative to the launching directory, wherever the launcher runs the job (Ray: elsewhere)
+        sweep_dir = Path(hydra_cfg.runtime.cwd, hydra_cfg.sweep.dir)
+        sweep = SweepInfo.load(sweep_dir) if in_sweep else None
+        if cfg.mlflow.resume and not in_sweep:
+            raise ConfigError("mlflow.resume", True, "resumes a sweep: add -m (1 job is a sweep)")
+        if sweep and (done := sweep.finished.get(config_hash(cfg))):
+            _say(f"{_job(sweep)} skipped: already FINISHED as run {done}")
+            return
         outcome = train(cfg, sweep, progress=not in_sweep and sys.stderr.isatty())
     except (ConfigError, TrackingError) as error:
         sys.exit(f"error: {error}")
     if in_sweep:
-        total = sweep.n_jobs if sweep else "?"
-        # one write, so parallel jobs' lines never interleave (print writes the newline apart)
-        sys.stdout.write(f"[{hydra_cfg.job.num + 1}/{total}] {_outcome_line(outcome)}\n")
-        sys.stdout.flush()
+        _say(f"{_job(sweep)} {_outcome_line(outcome)}")
         return
     print(_outcome_line(outcome))
     if outcome.status != "FINISHED":
@@ -189,6 +208,12 @@ def main(cfg: DictConfig) -> None:
     if cfg.mlflow.enabled:
         uri = cfg.mlflow.tracking_uri or default_tracking_uri()
         print(f"tracked in {uri}; browse it with:\n  {browse_hint(uri)}")
+
+
+def main() -> None:
+    """Entry point: refuse a ``_target_`` outside our packages, then run the Hydra app."""
+    refuse_foreign_targets(sys.argv[1:], app, CONF)
+    app()
 
 
 if __name__ == "__main__":

@@ -16,13 +16,14 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 
 @pytest.fixture(scope="session")
 def compose_config() -> Iterator[Callable[..., DictConfig]]:
-    """compose_config(overrides) → the config ``python -m experiments.train`` would compose."""
+    """compose_config(overrides) → the config ``python -m experiments.train`` would compose;
+    ``hydra=True`` keeps the ``hydra`` node (launcher, sweeper, callbacks)."""
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
 
-        def _compose(overrides: list[str] | None = None) -> DictConfig:
+        def _compose(overrides: list[str] | None = None, hydra: bool = False) -> DictConfig:
             return compose(
-                config_name="config", overrides=overrides or [], return_hydra_config=False
+                config_name="config", overrides=overrides or [], return_hydra_config=hydra
             )
 
         yield _compose

@@ -10,8 +10,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 import bpcore
 from experiments.config import ConfigError, build
-from experiments.provenance import flat_params, run_name
+from experiments.provenance import config_hash, flat_params, run_name
 from experiments.sweep import swept_keys
+from experiments.targets import foreign_targets
 
 PRESETS = sorted(
     p.stem for p in (Path(__file__).resolve().parents[1] / "conf/experiment").glob("*.yaml")
@@ -153,3 +154,50 @@ def test_swept_keys_are_what_varies_between_jobs() -> None:
         ["activation=relu", "model.depth=2", "optim.lr=0.3"],
     ]
     assert swept_keys(jobs) == ["activation", "optim.lr"]
+
+
+def test_slurm_preset_fills_submitits_slurm_launcher(compose_config) -> None:
+    cfg = compose_config(["hydra/launcher=slurm", "hydra.launcher.partition=cpu"], hydra=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher.partition, launcher.timeout_min, launcher.cpus_per_task) == ("cpu", 60, 2)
+    assert (launcher.mem_gb, launcher.array_parallelism) == (4, 32)
+    assert cfg.hydra.callbacks.mlflow_sweep._target_ == "experiments.sweep.MlflowSweepCallback"
+    assert compose_config(["hydra/launcher=slurm"], hydra=True).hydra.launcher.partition is None
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_local", "submitit_slurm"])
+def test_every_launcher_keeps_the_sweep_callback(compose_config, launcher: str) -> None:
+    cfg = compose_config([f"hydra/launcher={launcher}"], hydra=True)
+    assert cfg.hydra.runtime.choices["hydra/launcher"] == launcher
+    assert list(cfg.hydra.callbacks) == ["mlflow_sweep"]
+
+
+def test_config_hash_is_what_a_job_trains(compose_config) -> None:
+    """The resume identity: the same for where it is logged, for how a value is written and
+    with Hydra's node (the launching process's view); different for anything trained."""
+    base = config_hash(compose_config(["optim.lr=0.01"]))
+    assert len(base) == 16 and base == config_hash(compose_config(["optim.lr=1e-2"]))
+    assert base == config_hash(compose_config(["optim.lr=0.01"], hydra=True))
+    logged_elsewhere = ["mlflow.experiment_name=x", "mlflow.resume=true", "mlflow.enabled=false"]
+    assert base == config_hash(compose_config(["optim.lr=0.01", *logged_elsewhere]))
+    for change in ("seed=1", "model.depth=4", "activation=relu", "log.every_n_steps=5"):
+        assert config_hash(compose_config(["optim.lr=0.01", change])) != base, change
+
+
+@pytest.mark.parametrize("choice", [*(f"experiment={p}" for p in PRESETS), "hydra/launcher=slurm"])
+def test_our_configs_name_only_our_targets(compose_config, choice: str) -> None:
+    cfg = compose_config([choice], hydra=True)
+    assert cfg.hydra.launcher._target_ and foreign_targets(cfg) == []
+
+
+def test_a_target_outside_our_packages_is_found(compose_config) -> None:
+    evil = [
+        "+hydra.callbacks.evil._target_=builtins.print",
+        "+hydra.callbacks.nested={x:{_target_:os.getcwd}}",
+        "hydra.sweeper._target_=experiments.sweep.MlflowSweepCallback",  # ours: allowed
+    ]
+    assert foreign_targets(compose_config(evil, hydra=True)) == [
+        ("hydra.callbacks.evil._target_", "builtins.print"),
+        ("hydra.callbacks.nested.x._target_", "os.getcwd"),
+    ]

@@ -162,9 +162,13 @@ def test_server_killed_mid_sweep(tracking_server: Path, tmp_path: Path) -> None:
 
     restarted = server.start(folder, port=state.port, pg_port=state.pg_port, workers=1)
     assert restarted.uri == uri
-    audit = audit_sweep(uri, server.store_uri(restarted.pg_port), parent, len(finished))
     done = {run.info.run_name for run in child_runs(uri, parent) if run.info.status == "FINISHED"}
-    assert done == set(finished)
+    audit = audit_sweep(uri, server.store_uri(restarted.pg_port), parent, len(done))
+    assert set(finished) <= done  # every run reported finished is FINISHED in the store
+    # A job in flight whose run's end reached the server just before it died reports FAILED
+    # (nothing confirmed the end) while the store has it FINISHED, and whole (audited below).
+    in_flight = sum("stopped answering" in line for line in failed)
+    assert len(done - set(finished)) <= in_flight
     assert audit.lost_points == 0 and audit.stored_points == audit.expected_points > 0
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -112,22 +116,42 @@ def test_sweep_nests_runs_under_a_parent(tmp_path: Path, launcher: str) -> None:
     assert all(c.info.status == "FINISHED" for c in children)
 
 
-def test_same_config_and_seed_give_identical_metrics_with_both_launchers(tmp_path: Path) -> None:
+LAUNCHERS = {"basic": [], "joblib": ["hydra.launcher.n_jobs=2"], "submitit_local": []}
+
+
+def sweep_children(folder: Path, experiment: str = "default") -> tuple:
+    """(the one parent run, its child runs oldest first) of the only sweep in ``experiment``."""
+    found = sorted(runs(folder, experiment), key=lambda r: r.info.start_time)
+    (parent,) = [r for r in found if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in found if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == len(found) - 1
+    return parent, children
+
+
+def metric_histories(folder: Path, run_id: str) -> dict[str, list[tuple[int, float]]]:
+    c = client(folder)
+    return {
+        k: [(m.step, m.value) for m in c.get_metric_history(run_id, k)]
+        for k in ("val/loss", "grad_norm/layer_02", "update_ratio/layer_01")
+    }
+
+
+def test_every_launcher_gives_the_same_layout_and_metrics(tmp_path: Path) -> None:
     histories = {}
-    for launcher in ("basic", "joblib"):
+    for launcher, extra in LAUNCHERS.items():
         folder = tmp_path / launcher
         folder.mkdir()
-        done = run_train(
-            folder, "-m", "seed=3", "activation=relu", *TINY, f"hydra/launcher={launcher}"
-        )
+        args = ["-m", "seed=3", "activation=relu,tanh", *TINY, f"hydra/launcher={launcher}"]
+        done = run_train(folder, *args, *extra)
         assert done.returncode == 0, done.stderr
-        (child,) = [r for r in runs(folder, "default") if r.data.tags.get("mlflow.parentRunId")]
-        c = client(folder)
+        parent, children = sweep_children(folder)
+        assert parent.info.status == "FINISHED" and parent.data.tags["n_jobs"] == "2"
+        assert [c.info.status for c in children] == ["FINISHED", "FINISHED"]
         histories[launcher] = {
-            k: [(m.step, m.value) for m in c.get_metric_history(child.info.run_id, k)]
-            for k in ("val/loss", "grad_norm/layer_02", "update_ratio/layer_01")
+            c.info.run_name: metric_histories(folder, c.info.run_id) for c in children
         }
-    assert histories["basic"] == histories["joblib"]
+    assert set(histories["basic"]) == {"relu-d3-w8-b32-s3", "tanh-d3-w8-b32-s3"}
+    assert histories["basic"] == histories["joblib"] == histories["submitit_local"]
 
 
 def test_bad_value_in_one_job_creates_nothing(tmp_path: Path) -> None:
@@ -138,11 +162,21 @@ def test_bad_value_in_one_job_creates_nothing(tmp_path: Path) -> None:
     assert runs(tmp_path, "default") == []
 
 
-def test_a_sweep_logs_to_one_experiment(tmp_path: Path) -> None:
-    done = run_train(tmp_path, "-m", "mlflow.experiment_name=a,b", *TINY)
-    assert done.returncode != 0
-    assert "mlflow.experiment_name='a sweep': one value for all jobs" in done.stderr
-    assert runs(tmp_path, "a") == [] and runs(tmp_path, "b") == []
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["mlflow.experiment_name=a,b"], "mlflow.experiment_name='a sweep': one value for all"),
+        (["mlflow.resume=true,false"], "mlflow.resume='a sweep': one value for all jobs"),
+        (
+            ["mlflow.resume=true", "mlflow.enabled=false"],
+            "mlflow.resume=True: needs mlflow.enabled",
+        ),
+    ],
+)
+def test_sweep_wide_mlflow_settings(tmp_path: Path, args: list[str], message: str) -> None:
+    done = run_train(tmp_path, "-m", *args, *TINY)
+    assert done.returncode != 0 and message in done.stderr
+    assert runs(tmp_path, "a") == runs(tmp_path, "b") == runs(tmp_path, "default") == []
 
 
 @pytest.mark.parametrize(
@@ -156,6 +190,7 @@ def test_a_sweep_logs_to_one_experiment(tmp_path: Path) -> None:
         (["train.batch_size=100000"], "train.batch_size=100000"),
         (["data=imagenet"], "Could not find 'data/imagenet'"),
         (["mlflow.tracking_uri=file:///tmp/x"], "mlflow.tracking_uri='file:///tmp/x'"),
+        (["mlflow.resume=true"], "mlflow.resume=True: resumes a sweep: add -m"),
     ],
 )
 def test_bad_overrides_fail_cleanly(tmp_path: Path, args: list[str], message: str) -> None:
@@ -244,3 +279,176 @@ def test_progress_bar_redraws_one_line_per_epoch(capsys: pytest.CaptureFixture[s
     assert err.count("\r") == 4 and err.endswith("\n") and err.count("\n") == 1
     assert "relu-d2 [##------] epoch 1/4  train loss 0.5  val loss 0.6" in err
     assert "[########] epoch 4/4" in err
+
+
+def test_resume_reruns_only_the_jobs_that_did_not_finish(tmp_path: Path) -> None:
+    """SIGKILL in the second of three jobs (a preempted node); the resumed sweep skips the
+    FINISHED job, runs the killed one and the one never started, under the same parent."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    prepare_experiment(uri, "default")  # so polling never races the schema migration
+    sweep = ["-m", "train.epochs=3,1000,4", "data.n_samples=200", "model.width=8"]
+    sweep.append("log.every_n_steps=5")
+    names = [f"tanh-d3-w8-b32-s0-epochs={epochs}" for epochs in (3, 1000, 4)]
+    log = tmp_path / "killed.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "experiments.train", *sweep],
+            cwd=tmp_path,
+            env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 120
+    while names[1] not in {r.info.run_name for r in runs(tmp_path, "default")}:
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.2)
+    process.kill()
+    process.wait(timeout=60)
+    while any(c.info.status == "RUNNING" for c in sweep_children(tmp_path)[1]):
+        assert time.monotonic() < deadline  # the killed job's writer ends its run KILLED
+        time.sleep(0.2)
+    parent, children = sweep_children(tmp_path)
+    assert parent.info.status == "RUNNING"  # nobody closed it
+    statuses = {c.info.run_name: c.info.status for c in children}
+    assert statuses == {names[0]: "FINISHED", names[1]: "KILLED"}, log.read_text()
+    (first,) = [c for c in children if c.info.run_name == names[0]]
+    before = metric_histories(tmp_path, first.info.run_id)
+
+    done = run_train(tmp_path, *sweep, "mlflow.resume=true")
+    assert done.returncode == 0, done.stderr
+    assert f"resuming sweep {parent.info.run_id}: 1 of 3 jobs already FINISHED" in done.stdout
+    assert f"[1/3] skipped: already FINISHED as run {names[0]}" in done.stdout
+    resumed, children = sweep_children(tmp_path)
+    assert resumed.info.run_id == parent.info.run_id and resumed.info.status == "FINISHED"
+    attempts = {
+        name: [c.info.status for c in children if c.info.run_name == name] for name in names
+    }
+    assert attempts == {
+        names[0]: ["FINISHED"],
+        names[1]: ["KILLED", "FINISHED"],
+        names[2]: ["FINISHED"],
+    }
+    (again,) = [c for c in children if c.info.run_name == names[0]]
+    assert again.info.run_id == first.info.run_id and again.info.end_time == first.info.end_time
+    assert metric_histories(tmp_path, first.info.run_id) == before
+    hashes = {c.info.run_name: c.data.tags["config_hash"] for c in children}
+    assert len(set(hashes.values())) == 3
+
+
+EVIL_PRESET = """# @package _global_
+hydra:
+  callbacks:
+    evil:
+      _target_: builtins.print
+      _args_: [PWNED]
+"""
+
+
+@pytest.mark.parametrize("route", ["override", "config_dir"])
+def test_a_foreign_target_is_refused_before_hydra_instantiates_it(
+    tmp_path: Path, route: str
+) -> None:
+    if route == "override":
+        args = [
+            "+hydra.callbacks.evil._target_=builtins.print",
+            "+hydra.callbacks.evil._args_=[PWNED]",
+        ]
+    else:
+        (tmp_path / "mine" / "experiment").mkdir(parents=True)
+        (tmp_path / "mine" / "experiment" / "evil.yaml").write_text(EVIL_PRESET)
+        args = ["--config-dir", str(tmp_path / "mine"), "experiment=evil"]
+    done = run_train(tmp_path, "-m", *args, *TINY)
+    assert done.returncode == 1 and "PWNED" not in done.stdout
+    assert done.stderr.strip() == (
+        "error: hydra.callbacks.evil._target_='builtins.print': "
+        "a class or function of experiments or bpcore (Hydra would instantiate it)"
+    )
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "multirun").exists()
+
+
+def test_console_script_runs_from_any_directory(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "bplab-train"
+    done = subprocess.run(
+        [str(script), *TINY, "mlflow.enabled=false"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("tanh-d3-w8-b32-s0: val/loss")
+
+
+RAY_HEAD = ["start", "--head", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=2"]
+RAY_HEAD += ["--include-dashboard=false", "--disable-usage-stats"]
+
+
+def test_ray_launcher_against_a_local_head(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Needs the ray extra (pip install -e '.[ray]'); CI's `make test` does not install it."""
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="needs the ray extra")
+    # head and driver alike: once ~/.ray/auth_token exists (a local ray.init() writes one), a
+    # Ray 2.60 head requires the token, and a driver sends it only with RAY_AUTH_MODE=token
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # Ray's sessions and its "current cluster" file, in a folder short enough for its sockets
+    ray_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    head = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "ray"),
+            *RAY_HEAD,
+            f"--port={port}",
+            f"--temp-dir={ray_dir}",
+        ],
+        cwd=tmp_path,  # Ray's workers run jobs here: Hydra's job folders land beside ours
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        sweep = ["-m", "seed=3", "activation=relu,tanh", *TINY]
+        (tmp_path / "basic").mkdir()
+        assert run_train(tmp_path / "basic", *sweep).returncode == 0
+        address = f"hydra.launcher.ray.init.address=127.0.0.1:{port}"
+        done = run_train(tmp_path, *sweep, "hydra/launcher=ray_head", address)
+        assert done.returncode == 0, done.stderr
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # the head, then what is left of Ray
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(head.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                head.wait(15)
+        shutil.rmtree(ray_dir, ignore_errors=True)
+    parent, children = sweep_children(tmp_path)
+    assert parent.info.status == "FINISHED"
+    assert [c.info.status for c in children] == ["FINISHED", "FINISHED"]
+    basic = sweep_children(tmp_path / "basic")[1]
+    assert {c.info.run_name: metric_histories(tmp_path, c.info.run_id) for c in children} == {
+        c.info.run_name: metric_histories(tmp_path / "basic", c.info.run_id) for c in basic
+    }
+
+
+def test_resume_continues_the_sweep_that_ran_most_of_the_jobs(tmp_path: Path) -> None:
+    from experiments.sweep import _resume
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    experiment_id = prepare_experiment(uri, "default")
+    c = client(tmp_path)
+
+    def sweep(jobs: list[tuple[str, str]], start: int) -> tuple[str, dict[str, str]]:
+        """A FAILED parent run with a child per (config hash, status): (parent, hash → run)."""
+        parent = c.create_run(experiment_id, start_time=start).info.run_id
+        children = {}
+        for i, (job, status) in enumerate(jobs, 1):
+            tags = {"mlflow.parentRunId": parent, "config_hash": job}
+            children[job] = c.create_run(experiment_id, start_time=start + i, tags=tags).info.run_id
+            if status != "RUNNING":
+                c.set_terminated(children[job], status)
+        c.set_terminated(parent, "FAILED")
+        return parent, children
+
+    first, ran = sweep([("a", "FINISHED"), ("b", "FAILED"), ("c", "RUNNING")], start=1000)
+    later, _ = sweep([("a", "FINISHED"), ("x", "FINISHED")], start=2000)  # one job in common
+    finished = {"a": c.get_run(ran["a"]).info.run_name}
+    assert _resume(uri, experiment_id, ["a", "b", "c"], {"n_jobs": "3"}) == (first, finished)
+    assert c.get_run(first).info.status == "RUNNING" and c.get_run(later).info.status == "FAILED"
+    assert c.get_run(first).data.tags["n_jobs"] == "3"
+    assert [c.get_run(ran[job]).info.status for job in "abc"] == ["FINISHED", "FAILED", "KILLED"]
+    assert _resume(uri, experiment_id, ["y"], {}) is None

@@ -87,36 +87,42 @@ def test_null_tracker_does_nothing(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_finish_parent_run_needs_every_expected_child_finished(tmp_path: Path) -> None:
+def test_finish_parent_run_needs_every_jobs_latest_run_finished(tmp_path: Path) -> None:
     uri = store(tmp_path)
     experiment_id = prepare_experiment(uri, "nesting")
     assert prepare_experiment(uri, "nesting") == experiment_id  # existing: same id
     client = MlflowClient(uri)
 
-    def parent_with(statuses: list[str]) -> str:
+    def parent_with(attempts: list[tuple[str, str]]) -> str:
+        """A parent run with one child per (job, status), started in that order."""
         parent = start_parent_run(uri, experiment_id, "sweep", {"sweep": "x"})
-        for status in statuses:
-            run = client.create_run(experiment_id, tags={"mlflow.parentRunId": parent})
+        for start_time, (job, status) in enumerate(attempts, 1):
+            tags = {"mlflow.parentRunId": parent, "config_hash": job}
+            run = client.create_run(experiment_id, start_time=start_time, tags=tags)
             if status != "RUNNING":
                 client.set_terminated(run.info.run_id, status)
         return parent
 
-    ok, one_failed, too_few, orphan = (
-        parent_with(s)
-        for s in (["FINISHED"] * 3, ["FINISHED", "FAILED"], ["FINISHED"], ["RUNNING"])
-    )
+    ok = parent_with([("a", "FINISHED"), ("b", "FINISHED"), ("c", "FINISHED")])
+    one_failed = parent_with([("a", "FINISHED"), ("b", "FAILED")])
+    too_few = parent_with([("a", "FINISHED")])
+    resumed = parent_with([("a", "FINISHED"), ("b", "KILLED"), ("b", "FINISHED")])
+    resumed_in_vain = parent_with([("a", "FINISHED"), ("b", "FINISHED"), ("b", "FAILED")])
+    orphan = parent_with([("a", "RUNNING")])
     assert client.get_run(ok).info.status == "RUNNING"
-    assert finish_parent_run(uri, ok, 3) == "FINISHED"
-    assert finish_parent_run(uri, ok, 3) == "FINISHED"  # idempotent
-    assert finish_parent_run(uri, one_failed, 2) == "FAILED"
-    assert finish_parent_run(uri, too_few, 2) == "FAILED"
+    assert finish_parent_run(uri, ok, ["a", "b", "c"]) == "FINISHED"
+    assert finish_parent_run(uri, ok, ["a", "b", "c"]) == "FINISHED"  # idempotent
+    assert finish_parent_run(uri, one_failed, ["a", "b"]) == "FAILED"
+    assert finish_parent_run(uri, too_few, ["a", "b"]) == "FAILED"
+    assert finish_parent_run(uri, resumed, ["a", "b"]) == "FINISHED"
+    assert finish_parent_run(uri, resumed_in_vain, ["a", "b"]) == "FAILED"
     assert [client.get_run(r).info.status for r in (ok, one_failed, too_few)] == [
         "FINISHED",
         "FAILED",
         "FAILED",
     ]
     assert len(child_runs(uri, ok)) == 3 and len(child_runs(uri, too_few)) == 1
-    assert finish_parent_run(uri, orphan, 1) == "FAILED"  # a writer lost the store mid-run
+    assert finish_parent_run(uri, orphan, ["a"]) == "FAILED"  # a writer lost the store mid-run
     assert [c.info.status for c in child_runs(uri, orphan)] == ["FAILED"]
 
 
@@ -126,7 +132,7 @@ def job(uri: str, experiment_id: str, parent: str, index: int, folder: str) -> s
     artifact.write_text(f"job {index}\n")
     params = {"index": str(index)} | {f"p{i:03d}": str(i) for i in range(150)}  # > 100: split
     wait = index % 2 == 0  # both ways of starting
-    tags = {"job": str(index)}
+    tags = {"job": str(index), "config_hash": str(index)}
     tracker = RunTracker(
         uri,
         {"id": experiment_id},
@@ -154,7 +160,7 @@ def test_parallel_jobs_on_a_fresh_store(tmp_path: Path, monkeypatch: pytest.Monk
         run_ids = parallel(
             delayed(job)(uri, experiment_id, parent, i, str(tmp_path)) for i in range(4)
         )
-    assert finish_parent_run(uri, parent, 4) == "FINISHED"
+    assert finish_parent_run(uri, parent, ["0", "1", "2", "3"]) == "FINISHED"
     children = child_runs(uri, parent)
     assert sorted(r.info.run_id for r in children) == sorted(run_ids)
     for i, run in enumerate(sorted(children, key=lambda r: int(r.data.params["index"]))):
