@@ -248,17 +248,28 @@ def _last_finite(history: History, key: str) -> float:
     return float(finite[-1]) if finite.size else math.nan
 
 
+def examples_per_step(history: History) -> float:
+    """Examples per optimizer step, from the last epoch record (NaN if there is none)."""
+    if EXAMPLES_KEY not in history.keys:
+        return math.nan
+    steps, examples = history.series(EXAMPLES_KEY)
+    return float(examples[-1] / steps[-1]) if steps.size and steps[-1] else math.nan
+
+
+def _against(history: History, key: str, x_key: str | None) -> tuple[NDArray[Any], FloatArray]:
+    """(x, values) of an epoch metric: x the steps (``x_key`` None) or another epoch metric."""
+    steps, values = history.series(key)
+    return (steps if x_key is None else history.series(x_key)[1]), values
+
+
 def _stop(run: RunInfo, history: History) -> Stop | None:
     """The × of a diverged run, at its last finite loss (else its last finite batch loss);
     examples ≈ step × examples per step of its last epoch (else × the batch size)."""
     step = run.stopped_at
     if step is None:
         return None
-    per_step = math.nan
-    if EXAMPLES_KEY in history.keys:
-        steps, examples = history.series(EXAMPLES_KEY)
-        per_step = float(examples[-1] / steps[-1]) if steps.size and steps[-1] else math.nan
-    batch = run.params.get("train.batch_size", "")
+    per_step = examples_per_step(history)
+    batch = run.params.get(BATCH_KEY, "")
     if math.isnan(per_step) and batch.isdigit():
         per_step = float(batch)
     fallback = _last_finite(history, BATCH_LOSS_KEY)
@@ -277,12 +288,10 @@ def loss_curves(
         hs = [histories[r.run_id] for r in group]
         by_step, by_examples = {}, {}
         for key in LOSS_KEYS:
-            series = [h.series(key) for h in hs if key in h.keys]
-            if not series:
-                continue
-            by_step[key] = band(series)
-            examples = [h.series(EXAMPLES_KEY)[1] for h in hs if key in h.keys]
-            by_examples[key] = band([(x, s[1]) for x, s in zip(examples, series, strict=True)])
+            logged = [h for h in hs if key in h.keys]
+            if logged:
+                by_step[key] = band([_against(h, key, None) for h in logged])
+                by_examples[key] = band([_against(h, key, EXAMPLES_KEY) for h in logged])
         stops = [s for r, h in zip(group, hs, strict=True) if (s := _stop(r, h)) is not None]
         label = config_label(group_by, config)
         curves.append(LossCurves(config, label, group, by_step, by_examples, stops))
@@ -359,10 +368,7 @@ def table(
 def batch_size(run: RunInfo, history: History) -> float:
     """The run's batch size; for ``full``, the examples per step of its epoch records."""
     value = run.params.get(BATCH_KEY, "")
-    if value.isdigit():
-        return float(value)
-    steps, examples = history.series(EXAMPLES_KEY)
-    return float(examples[-1] / steps[-1])
+    return float(value) if value.isdigit() else examples_per_step(history)
 
 
 def loss_against(
@@ -374,14 +380,10 @@ def loss_against(
 ) -> dict[Config, Band]:
     """Per config: ``key`` (epoch records) against the step (``x_key`` None) or another epoch
     metric such as examples seen or seconds; mean and min–max over seeds."""
-    out = {}
-    for config, group in group_runs(runs, group_by).items():
-        series = []
-        for h in (histories[r.run_id] for r in group):
-            steps, loss = h.series(key)
-            series.append((steps if x_key is None else h.series(x_key)[1], loss))
-        out[config] = band(series)
-    return out
+    return {
+        config: band([_against(histories[r.run_id], key, x_key) for r in group])
+        for config, group in group_runs(runs, group_by).items()
+    }
 
 
 def first_loss_ceiling(curves: Iterable[Band], margin: float = 1.5) -> float | None:

@@ -273,7 +273,8 @@ def _has(key: str) -> Callable[[Data], bool]:
     return lambda data: bool(_with(data, key))
 
 
-def _always(data: Data) -> bool:
+def always(data: Data) -> bool:
+    """A figure any selection can show (also for ``experiments.plots.FIGURES``)."""
     return True
 
 
@@ -292,8 +293,8 @@ FIGURES: dict[str, Spec] = {  # name → (figure, whether the selected runs can 
     "theory_overlay": (theory_overlay, _has(CHI1)),
     "chi1_growth": (chi1_growth, _several_chi1),
     "trainability": (trainability, _init_and_depth_vary),
-    "layer_moments": (layer_moments, _always),
+    "layer_moments": (layer_moments, always),
     "speed_of_learning": (speed_of_learning, _has("full_bias_grad_norm/layer_01")),
-    "activation_stats": (activation_stats, _always),
+    "activation_stats": (activation_stats, always),
     "steps_vs_batch": (steps_vs_batch, _has(FULL_LOSS)),
 }

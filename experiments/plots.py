@@ -80,6 +80,22 @@ def _family_keys(data: Data, runs: Sequence[fd.RunInfo], *families: str) -> list
     return sorted(keys)
 
 
+def _log_if_decades(ax: Axes, bands: Sequence[fd.Band]) -> None:
+    """A log y axis, labelled 0.1, 0.01 …, when the bands span two decades."""
+    from matplotlib.ticker import NullFormatter
+
+    if fd.spans_decades([a for b in bands for a in (b.lo, b.hi)]):
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter("{x:g}")
+        ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _with_band(ax: Axes, b: fd.Band, **kw: Any) -> None:
+    """Mean line over a min–max band (over seeds)."""
+    ax.fill_between(b.x, b.lo, b.hi, color=kw["color"], alpha=0.15, lw=0)
+    ax.plot(b.x, b.mean, **kw)
+
+
 def activation_gallery(data: Data) -> Built:
     """Every activation f (solid) and f′ (dashed); where f′ < 5% of sup f′ shaded."""
     from matplotlib.lines import Line2D
@@ -173,8 +189,7 @@ def loss_curves(data: Data) -> Built:
             for c in curves:
                 kw, b = look[c.config], (c.by_step if by_step else c.by_examples).get(key)
                 if b is not None:
-                    ax.fill_between(b.x, b.lo, b.hi, color=kw["color"], alpha=0.15, lw=0)
-                    ax.plot(b.x, b.mean, markevery=max(1, len(b.x) // 8), **kw)
+                    _with_band(ax, b, markevery=max(1, len(b.x) // 8), **kw)
         lo, hi = -np.inf, np.inf
         if any(key in c.by_step for c in curves):
             lo, hi = row[0].get_ylim()
@@ -252,22 +267,6 @@ def update_ratio(data: Data) -> Built:
     handle.set_label(f"guide: {UPDATE_RATIO_GUIDE:g} per step")
     fig.legend(handles=[handle], loc="outside upper center")
     return fig, shown, used
-
-
-def _log_if_decades(ax: Axes, bands: Sequence[fd.Band]) -> None:
-    """A log y axis, labelled 0.1, 0.01 …, when the bands span two decades."""
-    from matplotlib.ticker import NullFormatter
-
-    if fd.spans_decades([a for b in bands for a in (b.lo, b.hi)]):
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter("{x:g}")
-        ax.yaxis.set_minor_formatter(NullFormatter())
-
-
-def _with_band(ax: Axes, b: fd.Band, **kw: Any) -> None:
-    """Mean line over a min–max band (over seeds)."""
-    ax.fill_between(b.x, b.lo, b.hi, color=kw["color"], alpha=0.15, lw=0)
-    ax.plot(b.x, b.mean, **kw)
 
 
 def depth_vs_width(data: Data) -> Built:
@@ -367,15 +366,20 @@ def batch_size(data: Data) -> Built:
     axes = fig.subplots(2, 2)
     panels = ((axes[0, 0], fd.EXAMPLES_KEY, "examples seen"), (axes[0, 1], None, STEP))
     panels += ((axes[1, 0], fd.SECONDS_KEY, "wall time (s)"),)
+    curves = {
+        x_key: fd.loss_against(data.histories, data.runs, batch_first, x_key)
+        for _, x_key, _ in panels
+    }
     for ax, x_key, xlabel in panels:
-        curves = fd.loss_against(data.histories, data.runs, batch_first, x_key)
-        for config, b in curves.items():
+        for config, b in curves[x_key].items():
             _with_band(ax, b, **look(config))
-        _log_if_decades(ax, list(curves.values()))
-        ax.set_ylim(top=fd.first_loss_ceiling(curves.values()))  # diverging runs leave the top
+        _log_if_decades(ax, list(curves[x_key].values()))
+        ax.set_ylim(
+            top=fd.first_loss_ceiling(curves[x_key].values())
+        )  # diverging runs leave the top
         ax.set(xlabel=xlabel, ylabel="train loss")
         ax.set_xscale("linear" if x_key == fd.EXAMPLES_KEY else "log")
-    by_step = fd.loss_against(data.histories, data.runs, batch_first, None)
+    by_step = curves[None]
     target = (
         data.target_loss if data.target_loss is not None else fd.default_target(by_step.values())
     )
@@ -503,17 +507,13 @@ def _varies(*keys: str) -> Callable[[Data], bool]:
     return lambda data: all(k in data.keys for k in keys)
 
 
-def _always(data: Data) -> bool:
-    return True
-
-
 FIGURES: dict[str, Spec] = {
-    "activation_gallery": (activation_gallery, _always),
-    "gradient_flow": (gradient_flow, _always),
-    "gradient_heatmaps": (gradient_heatmaps, _always),
-    "loss_curves": (loss_curves, _always),
-    "saturation_dead": (saturation_dead, _always),
-    "update_ratio": (update_ratio, _always),
+    "activation_gallery": (activation_gallery, paperfigs.always),
+    "gradient_flow": (gradient_flow, paperfigs.always),
+    "gradient_heatmaps": (gradient_heatmaps, paperfigs.always),
+    "loss_curves": (loss_curves, paperfigs.always),
+    "saturation_dead": (saturation_dead, paperfigs.always),
+    "update_ratio": (update_ratio, paperfigs.always),
     "depth_vs_width": (depth_vs_width, _varies(fd.DEPTH_KEY)),
     "depth_width_heatmap": (depth_width_heatmap, _varies(fd.DEPTH_KEY, fd.WIDTH_KEY)),
     "batch_size": (batch_size, _varies(fd.BATCH_KEY)),
