@@ -79,14 +79,18 @@ def _major(pg_ctl: Path) -> int:
     return int(name) if name.isdigit() else 0
 
 
-def _pg(folder: Path, program: str, *args: str, stdin: str | None = None) -> str:
-    """Run a PostgreSQL program (as the ``postgres`` user when we are root); its output."""
+def _pg_command(program: str, *args: str) -> list[str]:
+    """The command line of a PostgreSQL program, as the ``postgres`` user when we are root."""
     bin_dir = postgres_bin()
     if bin_dir is None:
         raise ServerError("PostgreSQL is not installed: apt-get install postgresql")
     command = [str(bin_dir / program), *args]
-    if os.geteuid() == 0:
-        command = ["runuser", "-u", "postgres", "--", *command]
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+def _pg(folder: Path, program: str, *args: str, stdin: str | None = None) -> str:
+    """Run a PostgreSQL program (see ``_pg_command``); its output."""
+    command = _pg_command(program, *args)
     done = subprocess.run(
         command, input=stdin, capture_output=True, text=True, cwd="/", check=False
     )
@@ -156,12 +160,9 @@ def _socket(folder: Path, pg_port: int) -> list[str]:
 
 def _postgres_running(folder: Path) -> bool:
     pgdata = folder / "pgdata"
-    bin_dir = postgres_bin()
-    if bin_dir is None or not (pgdata / "postmaster.pid").is_file():
+    if postgres_bin() is None or not (pgdata / "postmaster.pid").is_file():
         return False
-    command = [str(bin_dir / "pg_ctl"), "status", "-D", str(pgdata)]
-    if os.geteuid() == 0:
-        command = ["runuser", "-u", "postgres", "--", *command]
+    command = _pg_command("pg_ctl", "status", "-D", str(pgdata))
     return subprocess.run(command, capture_output=True, cwd="/", check=False).returncode == 0
 
 
@@ -193,8 +194,8 @@ def _alive(pid: int) -> bool:
         os.killpg(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # it exists, owned by someone else
+        pass
     return True
 
 

@@ -37,7 +37,6 @@ from experiments.provenance import config_hash, git_commit
 from experiments.tracking import (
     TrackingError,
     browse_hint,
-    check_tracking_uri,
     default_tracking_uri,
     finish_parent_run,
     job_attempts,
@@ -110,7 +109,6 @@ class MlflowSweepCallback(Callback):
             if not first.mlflow.enabled:
                 return
             uri = first.mlflow.tracking_uri or default_tracking_uri()
-            check_tracking_uri(uri)
             experiment_id = prepare_experiment(uri, first.mlflow.experiment_name)
         except (ConfigError, TrackingError, HydraException, OmegaConfBaseException) as error:
             sys.exit(f"error: {error}")  # before anything is created

@@ -135,9 +135,9 @@ def prepare_experiment(uri: str, name: str) -> str:
     sqlite DB at once corrupt it.  Sqlite experiments keep artifacts beside the store
     (<db dir>/mlartifacts/<name>), not in ./mlruns of whatever directory a job runs in.
     """
+    check_tracking_uri(uri)  # fails in seconds, before MLflow's ≈ 2 s import
     from mlflow.exceptions import MlflowException
 
-    check_tracking_uri(uri)
     client = mlflow_client(uri)
     location = None
     if uri.lower().startswith("sqlite"):
@@ -165,23 +165,21 @@ def start_parent_run(uri: str, experiment_id: str, run_name: str, tags: dict[str
     )
 
 
-def child_runs(uri: str, parent_run_id: str) -> list[Run]:
-    """Runs tagged ``mlflow.parentRunId == parent_run_id``, oldest first."""
+def _children_of(run_id: str) -> str:
+    """The MLflow search filter for the child runs of ``run_id``."""
+    return f"tags.mlflow.parentRunId = '{run_id}'"
+
+
+def child_runs(uri: str, parent_run_id: str, experiment_id: str | None = None) -> list[Run]:
+    """Runs tagged ``mlflow.parentRunId == parent_run_id``, oldest first (the parent's
+    experiment is looked up unless given)."""
     client = mlflow_client(uri)
-    experiment_id = client.get_run(parent_run_id).info.experiment_id
-    runs: list[Run] = []
-    token = None
-    while True:
-        page = client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
-            order_by=["attributes.start_time ASC"],
-            page_token=token,
-        )
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+    if experiment_id is None:
+        experiment_id = client.get_run(parent_run_id).info.experiment_id
+    order = ["attributes.start_time ASC"]
+    return _search_all(
+        client.search_runs, [experiment_id], _children_of(parent_run_id), order_by=order
+    )
 
 
 def finish_parent_run(uri: str, run_id: str, config_hashes: list[str]) -> str:
@@ -195,10 +193,10 @@ def finish_parent_run(uri: str, run_id: str, config_hashes: list[str]) -> str:
 
     client = mlflow_client(uri)
     try:
-        status = str(client.get_run(run_id).info.status)
-        if status != "RUNNING":
-            return status
-        children = child_runs(uri, run_id)
+        parent = client.get_run(run_id).info
+        if parent.status != "RUNNING":
+            return str(parent.status)
+        children = child_runs(uri, run_id, parent.experiment_id)
         for child in children:
             if child.info.status == "RUNNING":
                 client.set_terminated(child.info.run_id, "FAILED")
@@ -564,8 +562,9 @@ def _latest_sweep(client: Any, experiment_ids: list[str]) -> Run | None:
     """The most recently started run without a parent that has children."""
     order = ["attributes.start_time DESC"]
     for run in _search_all(client.search_runs, experiment_ids, _PARENTLESS, order_by=order):
-        child = f"tags.mlflow.parentRunId = '{run.info.run_id}'"
-        if client.search_runs([run.info.experiment_id], child, max_results=1):
+        if client.search_runs(
+            [run.info.experiment_id], _children_of(run.info.run_id), max_results=1
+        ):
             return run  # type: ignore[no-any-return]
     return None
 
@@ -615,7 +614,7 @@ def select_runs(
         if parent is None:
             raise TrackingError(f"no sweep (a parent run with child runs) in {uri}")
         what = f"the most recent sweep ({parent.info.run_id})"
-    base = f"tags.mlflow.parentRunId = '{parent.info.run_id}'" if parent else ""
+    base = _children_of(parent.info.run_id) if parent else ""
     if parent is not None:
         experiment_id = parent.info.experiment_id
     else:  # --experiment with --filter: all of the experiment's runs

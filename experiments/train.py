@@ -39,7 +39,6 @@ from experiments.tracking import (
     RunTracker,
     TrackingError,
     browse_hint,
-    check_tracking_uri,
     default_tracking_uri,
 )
 
@@ -120,7 +119,6 @@ def _tracker(cfg: DictConfig, name: str, sweep: SweepInfo | None) -> RunTracker 
     else:  # the writer creates store and experiment: this process never imports MLflow
         uri, parent = cfg.mlflow.tracking_uri or default_tracking_uri(), None
         experiment = {"name": cfg.mlflow.experiment_name}
-        check_tracking_uri(uri)  # fails in seconds, before training
     params = flat_params(cfg)  # the writer starts (≈ 2 s) while training runs: wait=False
     return RunTracker(
         uri, experiment, name, parent_run_id=parent, params=params, tags=tags, wait=False
