@@ -266,6 +266,7 @@ class DiagnosticsRecorder(Callback):
         self.histograms = histograms
         self.histogram_bins = histogram_bins
         self.history = History()
+        self._delta_edges = np.logspace(*DELTA_LOG10_RANGE, histogram_bins + 1)
 
     def wants_step(self, step: int) -> bool:
         return step % self.every_n_steps == 0
@@ -275,11 +276,10 @@ class DiagnosticsRecorder(Callback):
         self.record("step", report.step, {BATCH_LOSS: report.loss, **layer_diagnostics(report)})
         if not self.histograms:
             return
-        bp, bins = report.bp, self.histogram_bins
-        delta_edges = np.logspace(*DELTA_LOG10_RANGE, bins + 1)
+        bp = report.bp
         edges = {
-            "activation": _activation_edges(bp.activations, bins),  # this step's range
-            "delta": np.tile(delta_edges, (report.net.n_layers, 1)),
+            "activation": _activation_edges(bp.activations, self.histogram_bins),  # this step's
+            "delta": np.tile(self._delta_edges, (report.net.n_layers, 1)),  # fixed log bins
         }
         counts = {
             "activation": _histograms(bp.activations, edges["activation"]),

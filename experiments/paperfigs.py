@@ -34,7 +34,7 @@ from bpcore import theory
 from bpcore.noise_scale import fit_steps_vs_batch
 from experiments import figdata as fd
 from experiments import style
-from experiments.diagnostics import History
+from experiments.diagnostics import History, layer_tag
 
 if TYPE_CHECKING:
     from experiments.plots import Built, Data, Spec
@@ -61,8 +61,8 @@ def overlay(history: History) -> tuple[fd.IntArray, fd.FloatArray, fd.FloatArray
     hidden layer: measured[L−1] · (√χ₁)^(L−1−l)); None for a run without theory metrics."""
     if CHI1 not in history.keys or history.n_layers is None:
         return None
-    layers = np.arange(1, history.n_layers, dtype=np.int64)
-    measured = np.array([first(history, f"bias_grad_norm/layer_{l:02d}") for l in layers])
+    _, all_layers, norms = fd.per_layer_over_time(history, "bias_grad_norm")
+    layers, measured = all_layers[:-1], norms[:-1, 0]  # hidden layers, at step 0
     ratio = math.sqrt(first(history, CHI1))
     with np.errstate(over="ignore"):
         predicted = measured[-1] * ratio ** (layers[-1] - layers).astype(np.float64)
@@ -155,7 +155,7 @@ def theory_overlay(data: Data) -> Built:
     fig.supxlabel("hidden layer l (1 = input side)")
     fig.supylabel(f"{BIAS_GRAD} at step 0")
     depth = max((data.histories[r.run_id].n_layers or 1) for r in shown) if shown else 1
-    keys = [f"bias_grad_norm/layer_{l:02d}" for l in range(1, depth)] + [CHI1]
+    keys = [f"bias_grad_norm/{layer_tag(l)}" for l in range(depth - 1)] + [CHI1]
     return fig, shown, keys
 
 

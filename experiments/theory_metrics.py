@@ -98,10 +98,13 @@ class FullGradient(bpcore.Callback):
         return step % self.every_n_steps == 0
 
     def on_step(self, report: bpcore.StepReport) -> None:
-        before = copy.copy(report.net)  # the parameters the minibatch gradient was taken at
-        params = [p - dp for p, dp in zip(report.net.params, report.updates, strict=True)]
-        before.weights, before.biases = params[: before.n_layers], params[before.n_layers :]
-        loss, full = before.loss_and_grads(self.data.x_train, self.data.y_train, self.loss)
+        if len(report.bp.zs[0]) == len(self.data.x_train):  # full batch: the step's own pass
+            loss, full = report.loss, report.bp
+        else:
+            before = copy.copy(report.net)  # the parameters the minibatch gradient was taken at
+            params = [p - dp for p, dp in zip(report.net.params, report.updates, strict=True)]
+            before.weights, before.biases = params[: before.n_layers], params[before.n_layers :]
+            loss, full = before.loss_and_grads(self.data.x_train, self.data.y_train, self.loss)
         metrics = {"train/full_loss": loss}
         metrics |= {
             f"full_bias_grad_norm/{layer_tag(l)}": norm(b) for l, b in enumerate(full.biases)
