@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -72,30 +71,16 @@ def main() -> None:
     )
     args = parser.parse_args()
     rows = []
-    root = Path(tempfile.mkdtemp(prefix="bplab-soak-"))
-    root.chmod(0o711)  # when we are root, the postgres user must reach its cluster inside
-    try:
-        for store in args.stores:
-            folder = root / store
-            folder.mkdir()
+    for store in args.stores:
+        with tempfile.TemporaryDirectory(prefix="bplab-soak-") as tmp:
+            folder = Path(tmp)
             if store == "sqlite":
                 uri = f"sqlite:///{folder}/mlflow.db"
                 rows.append(soak(uri, uri, args.workers, args.runs, folder))
                 continue
-            state = server.start(
-                folder / "server", port=server.free_port(), pg_port=server.free_port()
-            )
-            os.environ["PGPASSFILE"] = str(folder / "server" / "pgpass")  # the audit's DB access
-            try:
-                rows.append(
-                    soak(
-                        state.uri, server.store_uri(state.pg_port), args.workers, args.runs, folder
-                    )
-                )
-            finally:
-                server.stop(folder / "server")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+            with server.temporary() as (_, state):  # PGPASSFILE: the audit reads its database
+                store_uri = server.store_uri(state.pg_port)
+                rows.append(soak(state.uri, store_uri, args.workers, args.runs, folder))
     print(f"{args.workers} parallel workers × {args.runs} runs each ({os.cpu_count()} cores)")
     print(HEADER)
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")

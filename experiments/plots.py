@@ -641,7 +641,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     with ProcessPoolExecutor(max(1, min(3, os.cpu_count() or 1))) as pool:
         no_runs = Data([], {}, [], [])
         futures = {NO_RUNS: pool.submit(_draw, NO_RUNS, no_runs, args.formats)}
-        uri = args.tracking_uri or default_tracking_uri()
+        uri = default_tracking_uri(args.tracking_uri)
         selection = select(uri, args.experiment, args.sweep, args.filter)
         histories = read_histories(uri, selection.runs)
         runs = [r for r in selection.runs if r.run_id in histories]

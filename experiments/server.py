@@ -29,8 +29,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -282,6 +284,27 @@ def stop(folder: Path = DEFAULT_DIR) -> None:
     stop_server(folder)
     if _postgres_running(folder):
         _pg(folder, "pg_ctl", "stop", "-w", "-m", "fast", "-D", str(folder / "pgdata"))
+
+
+@contextlib.contextmanager
+def temporary(workers: int = 2) -> Iterator[tuple[Path, ServerState]]:
+    """(folder, state) of a server on free loopback ports in a new temporary folder, for tests
+    and benchmarks; ``PGPASSFILE`` points at its password meanwhile (so its database can be
+    read directly).  Stopped and removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix="bplab-server-"))
+    root.chmod(0o711)  # when we are root, the postgres user must reach its cluster inside
+    folder, previous = root / "server", os.environ.get("PGPASSFILE")
+    try:
+        state = start(folder, port=free_port(), pg_port=free_port(), workers=workers)
+        os.environ["PGPASSFILE"] = str(folder / "pgpass")
+        yield folder, state
+    finally:
+        stop(folder)
+        if previous is None:
+            os.environ.pop("PGPASSFILE", None)
+        else:
+            os.environ["PGPASSFILE"] = previous
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _warn_if_exposed(host: str) -> None:

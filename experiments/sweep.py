@@ -108,7 +108,7 @@ class MlflowSweepCallback(Callback):
                 raise ConfigError("mlflow.resume", True, "needs mlflow.enabled=true")
             if not first.mlflow.enabled:
                 return
-            uri = first.mlflow.tracking_uri or default_tracking_uri()
+            uri = default_tracking_uri(first.mlflow.tracking_uri)
             experiment_id = prepare_experiment(uri, first.mlflow.experiment_name)
         except (ConfigError, TrackingError, HydraException, OmegaConfBaseException) as error:
             sys.exit(f"error: {error}")  # before anything is created

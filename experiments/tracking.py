@@ -55,9 +55,11 @@ class TrackingError(RuntimeError):
     """A tracking failure, with a message meant to be shown as is."""
 
 
-def default_tracking_uri() -> str:
-    """$MLFLOW_TRACKING_URI, else the sqlite store at the project root (wherever launched)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+def default_tracking_uri(configured: str | None = None) -> str:
+    """``configured`` if given, else $MLFLOW_TRACKING_URI, else the sqlite store at the project
+    root (wherever launched)."""
+    fallback = f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or fallback
 
 
 def _sqlite_path(uri: str) -> Path:

@@ -117,7 +117,7 @@ def _tracker(cfg: DictConfig, name: str, sweep: SweepInfo | None) -> RunTracker 
         experiment = {"id": sweep.experiment_id}
         tags["sweep_id"] = parent
     else:  # the writer creates store and experiment: this process never imports MLflow
-        uri, parent = cfg.mlflow.tracking_uri or default_tracking_uri(), None
+        uri, parent = default_tracking_uri(cfg.mlflow.tracking_uri), None
         experiment = {"name": cfg.mlflow.experiment_name}
     params = flat_params(cfg)  # the writer starts (≈ 2 s) while training runs: wait=False
     return RunTracker(
@@ -204,7 +204,7 @@ def app(cfg: DictConfig) -> None:
     if outcome.status != "FINISHED":
         sys.exit(1)
     if cfg.mlflow.enabled:
-        uri = cfg.mlflow.tracking_uri or default_tracking_uri()
+        uri = default_tracking_uri(cfg.mlflow.tracking_uri)
         print(f"tracked in {uri}; browse it with:\n  {browse_hint(uri)}")
 
 

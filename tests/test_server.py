@@ -7,12 +7,10 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +27,7 @@ TINY = ["data.n_samples=200", "train.epochs=3", "model.width=8", "log.every_n_st
 
 
 @pytest.fixture(scope="module")
-def tracking_server(monkeypatch_module: pytest.MonkeyPatch) -> Iterator[Path]:
+def tracking_server() -> Iterator[Path]:
     """The folder of a PostgreSQL-backed MLflow server for this module's tests (PGPASSFILE
     lets them read its database)."""
     if server.postgres_bin() is None:
@@ -37,22 +35,8 @@ def tracking_server(monkeypatch_module: pytest.MonkeyPatch) -> Iterator[Path]:
         if os.environ.get("CI"):
             pytest.fail(f"{reason}: .ci/run must install the postgresql package")
         pytest.skip(f"{reason}: apt-get install postgresql")
-    root = Path(tempfile.mkdtemp(prefix="bplab-server-"))
-    root.chmod(0o711)  # when we are root, the postgres user must reach its cluster inside
-    folder = root / "server"
-    try:
-        server.start(folder, port=server.free_port(), pg_port=server.free_port(), workers=1)
-        monkeypatch_module.setenv("PGPASSFILE", str(folder / "pgpass"))
+    with server.temporary(workers=1) as (folder, _):
         yield folder
-    finally:
-        server.stop(folder)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
 
 
 def state_of(folder: Path) -> server.ServerState:
