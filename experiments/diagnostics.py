@@ -214,11 +214,12 @@ class History:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> History:
-        """Read a file written by ``save`` (no pickles)."""
+        """Read a file written by ``save`` (no pickles); schema 1 files (one set of histogram
+        edges for all steps) still load."""
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
         meta = json.loads(str(arrays["meta"]))
-        if meta["schema_version"] != SCHEMA_VERSION:
+        if meta["schema_version"] not in (1, SCHEMA_VERSION):
             raise ValueError(f"{path}: schema {meta['schema_version']}, expected {SCHEMA_VERSION}")
         history = cls(meta["n_layers"])
         for family, info in meta["families"].items():
@@ -232,7 +233,10 @@ class History:
         if meta["histogram_kinds"]:
             history._hist_steps = arrays["hist_step"].tolist()
             for kind in meta["histogram_kinds"]:
-                history._hist_edges[kind] = list(arrays[f"hist_{kind}_edges"])
+                edges = arrays[f"hist_{kind}_edges"]
+                if edges.ndim == 2:  # schema 1: one set of edges for every recorded step
+                    edges = np.broadcast_to(edges, (len(history._hist_steps), *edges.shape))
+                history._hist_edges[kind] = list(edges)
                 history._hist_counts[kind] = list(arrays[f"hist_{kind}_counts"])
         return history
 

@@ -196,6 +196,25 @@ def test_history_round_trip_with_nan_and_histograms(data: bpcore.Dataset, tmp_pa
     assert not np.array_equal(edges[0], edges[-1])  # the range moved with training
 
 
+def test_schema_1_histories_still_load(data: bpcore.Dataset, tmp_path: Path) -> None:
+    """Schema 1 kept one set of histogram edges for every step: they apply to each step."""
+    recorder = DiagnosticsRecorder(2, histograms=True, histogram_bins=10)
+    run(bpcore.MLP(SIZES, activation="tanh"), data, recorder, batch_size=40, epochs=1)
+    recorder.history.save(tmp_path / "v2.npz")
+    with np.load(tmp_path / "v2.npz", allow_pickle=False) as raw:
+        arrays = {name: raw[name] for name in raw.files}
+    meta = json.loads(str(arrays["meta"])) | {"schema_version": 1}
+    arrays["meta"] = np.array(json.dumps(meta))
+    for kind in ("activation", "delta"):
+        arrays[f"hist_{kind}_edges"] = arrays[f"hist_{kind}_edges"][0]  # as schema 1 stored it
+    np.savez(tmp_path / "v1.npz", **arrays)
+    old = History.load(tmp_path / "v1.npz")
+    steps, edges, counts = old.histogram("activation")
+    assert edges.shape == (len(steps), 4, 11)
+    np.testing.assert_array_equal(edges[-1], arrays["hist_activation_edges"])
+    np.testing.assert_array_equal(counts, recorder.history.histogram("activation")[2])
+
+
 def test_histograms_off_by_default(data: bpcore.Dataset, tmp_path: Path) -> None:
     recorder = DiagnosticsRecorder(1)
     run(recorder=recorder, net=bpcore.MLP(SIZES), data=data, max_steps=2)
