@@ -97,8 +97,8 @@ def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = Fals
                 diverged["diverged_at_step"] = str(result.diverged_at_step)
             tracker.set_tags(diverged)
             with tempfile.TemporaryDirectory() as tmp:
-                for path in _artifacts(Path(tmp), cfg, experiment, recorder):
-                    tracker.log_artifact(path)
+                _write_artifacts(Path(tmp), cfg, experiment, recorder)
+                tracker.log_artifacts(tmp)
                 tracker.end("FINISHED")
     except Exception as error:  # recorded as a FAILED run by the tracker; the caller decides
         why = str(error) if isinstance(error, TrackingError) else repr(error)
@@ -130,26 +130,22 @@ def _overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def _artifacts(
+def _write_artifacts(
     folder: Path, cfg: DictConfig, experiment: Experiment, recorder: DiagnosticsRecorder
-) -> list[Path]:
+) -> None:
     """config.yaml, overrides.yaml, the diagnostics history and the trained weights."""
-    config, overrides = folder / "config.yaml", folder / "overrides.yaml"
-    OmegaConf.save(cfg, config, resolve=True)
-    OmegaConf.save(OmegaConf.create(_overrides()), overrides)
-    history = folder / HISTORY_FILE
-    recorder.history.save(history)
-    model = folder / "model.npz"
+    OmegaConf.save(cfg, folder / "config.yaml", resolve=True)
+    OmegaConf.save(OmegaConf.create(_overrides()), folder / "overrides.yaml")
+    recorder.history.save(folder / HISTORY_FILE)
     net = experiment.net
     np.savez(
-        model,
+        folder / "model.npz",
         layer_sizes=np.array(net.layer_sizes),
         activations=np.array([f.name for f in net.hidden_activations]),
         output=np.array(net.head.name),
         **{f"W{l}": w for l, w in enumerate(net.weights)},
         **{f"b{l}": b for l, b in enumerate(net.biases)},
     )
-    return [config, overrides, history, model]
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:

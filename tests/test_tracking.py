@@ -81,7 +81,7 @@ def test_null_tracker_does_nothing(tmp_path: Path) -> None:
     with NullTracker() as tracker:
         tracker.log_metrics(0, {"loss": 1.0})
         tracker.set_tags({"a": "b"})
-        tracker.log_artifact(tmp_path / "missing.txt")
+        tracker.log_artifacts(tmp_path / "missing")
         tracker.end()
     assert tracker.run_id is None
     assert list(tmp_path.iterdir()) == []
@@ -128,8 +128,9 @@ def test_finish_parent_run_needs_every_jobs_latest_run_finished(tmp_path: Path) 
 
 def job(uri: str, experiment_id: str, parent: str, index: int, folder: str) -> str:
     """One sweep job, as a Hydra joblib worker would run it."""
-    artifact = Path(folder) / f"result_{index}.txt"
-    artifact.write_text(f"job {index}\n")
+    results = Path(folder) / f"job{index}"
+    results.mkdir()
+    (results / f"result_{index}.txt").write_text(f"job {index}\n")
     params = {"index": str(index)} | {f"p{i:03d}": str(i) for i in range(150)}  # > 100: split
     wait = index % 2 == 0  # both ways of starting
     tags = {"job": str(index), "config_hash": str(index)}
@@ -145,7 +146,7 @@ def job(uri: str, experiment_id: str, parent: str, index: int, folder: str) -> s
     with tracker:
         for step in range(STEPS):
             tracker.log_metrics(step, {key: step + index / 10 for key in KEYS})
-        tracker.log_artifact(artifact, "results")
+        tracker.log_artifacts(results, "results")
     return tracker.run_id
 
 
@@ -219,7 +220,7 @@ def test_writer_failures_surface_as_tracking_errors(tmp_path: Path) -> None:
         uri, {"id": experiment_id}, "lost file", parent_run_id=None, params={}, tags={}
     )
     tracker.log_metrics(0, {"loss": 1.0})
-    tracker.log_artifact(tmp_path / "deleted-too-early.txt")  # the upload fails in the writer
+    tracker.log_artifacts(tmp_path / "deleted-too-early")  # the upload fails in the writer
     with pytest.raises(TrackingError, match="writer of run 'lost file' failed"):
         for step in range(1, 200):  # the error arrives within a few calls
             tracker.log_metrics(step, {"loss": 1.0})
