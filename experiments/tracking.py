@@ -6,9 +6,10 @@ so logging in the training process costs 40–200 % of training time; MLflow's a
 a thread that fights training for the GIL.  ``RunTracker`` owns a writer process that receives
 metrics over a socket and batches them into ``log_batch``; the training process only pickles
 and sends (≈ 0.05–0.1 ms per call of 120 metrics).  The writer still needs a free core and
-≈ 0.1 ms per metric (≈ 9000 metrics/s here) plus ≈ 1.6 s to start (``import mlflow``): give
-training one BLAS thread, and log less often if the writer falls behind (``end()`` waits).
-``mlflow`` is imported lazily, so a process that only trains never pays its ≈ 2 s import.
+≈ 0.1 ms per metric (≈ 9000 metrics/s here): give training one BLAS thread, and log less
+often if the writer falls behind (``end()`` waits).  Writers are forked by a resident writer
+server that has imported MLflow (≈ 2 s, paid once, see "Writer processes"); ``mlflow`` is
+imported lazily, so a process that only trains never pays that import.
 
 HTTP stores: MLflow retries for minutes by default; ``check_tracking_uri`` sets (only if
 unset) ``MLFLOW_HTTP_REQUEST_MAX_RETRIES=2``, ``…_BACKOFF_FACTOR=1`` and ``…_TIMEOUT=10``
@@ -19,16 +20,23 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
+import hashlib
+import importlib.util
 import os
 import posixpath
 import re
+import select
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import TracebackType
@@ -240,21 +248,205 @@ def browse_hint(uri: str) -> str:
     return f"mlflow ui --backend-store-uri {uri}"
 
 
-def _writer(fd: int) -> None:
-    """The writer process: serves one run after another until the training process goes away
-    (the jobs a sweep runs in one process share it and pay MLflow's ≈ 2 s start-up once).
+# Writer processes ---------------------------------------------------------------------------
+#
+# A resident writer server imports MLflow once (≈ 2 s) and forks a writer for every training
+# process that connects, so a run started after another pays no start-up.  There is one
+# server per user, Python environment and version of this file (its socket is named after
+# them); it exits when BPLAB_WRITER_IDLE_SECONDS (default 300; 0: at once) pass without a
+# new connection.  A writer serves one run after another until its training process goes
+# away (a sweep's jobs in one process share it), with that process's environment, working
+# directory and stderr.
+#
+# The server runs as ``python -c _SERVE …``, not as a multiprocessing child: "spawn" inside
+# a joblib (loky) worker fails ("cannot find context for 'loky'"), daemonic workers may not
+# have children, and spawn re-imports the caller's __main__ (the Hydra app, ≈ 0.4 s).
 
-    It runs as ``python -c _START FD ROOT``, not as a multiprocessing child: "spawn" inside a
-    joblib (loky) worker fails ("cannot find context for 'loky'"), daemonic workers may not have
-    children, and spawn re-imports the caller's __main__ (the Hydra app, ≈ 0.4 s).
-    """
-    conn = Connection(fd)
+_IDLE_VARIABLE = "BPLAB_WRITER_IDLE_SECONDS"
+# Forking is safe in a single-threaded process: no BLAS worker threads, no background thread
+# of the jemalloc that pyarrow (imported by MLflow through pandas) brings along.
+_SINGLE_THREADED = {
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "JE_ARROW_MALLOC_CONF": "background_thread:false",
+}
+_WRITER_MODULES = (
+    "mlflow.tracking",
+    "mlflow.store.tracking.sqlalchemy_store",  # sqlite, postgresql
+    "mlflow.store.tracking.rest_store",  # http
+    "mlflow.store.artifact.local_artifact_repo",
+    "mlflow.store.artifact.mlflow_artifacts_repo",  # a server's proxied artifacts
+)
+# sys.path[0] of ``python -c`` is the cwd: the project root replaces it
+_SERVE = "import sys; sys.path[0] = sys.argv[3]; from experiments.tracking import _serve; "
+_SERVE += "_serve(sys.argv[1], float(sys.argv[2]))"
+
+
+class _StopServerError(BaseException):
+    """SIGTERM to the writer server."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise _StopServerError
+
+
+def _serve(path: str, idle: float) -> None:
+    """The writer server: listen on ``path``, import MLflow, fork a writer per connection."""
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)  # the starter holds the lock and has removed a stale socket
+    listener.listen(64)
+    if os.fork():  # the starter waits for this exit: connections queue from now on
+        os._exit(0)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps finished writers
+    signal.signal(signal.SIGTERM, _stop)
     try:
+        for module in _WRITER_MODULES:  # imported once, for every writer
+            importlib.import_module(module)
+        while select.select([listener], [], [], idle)[0]:
+            _fork_writer(listener)
+    except _StopServerError:
+        pass
+    with _locked(Path(path)):  # nobody connects while the server leaves
+        Path(path).unlink(missing_ok=True)
+        Path(path).with_suffix(".log").unlink(missing_ok=True)  # kept only if it failed
+    listener.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        while True:  # serve whoever connected before the unlink
+            _fork_writer(listener)
+    os._exit(0)  # skip the ≈ 0.7 s teardown of MLflow's modules
+
+
+def _fork_writer(listener: socket.socket) -> None:
+    """Accept one connection and fork a writer for it."""
+    sock, _ = listener.accept()
+    if os.fork() == 0:
+        listener.close()
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _writer(sock)
+    sock.close()
+
+
+def _writer(sock: socket.socket) -> None:
+    """Take on the training process's stderr, environment and directory; serve its runs."""
+    try:
+        _, fds, _, _ = socket.recv_fds(sock, 1, 1)
+        os.dup2(fds[0], 2)
+        os.close(fds[0])
+        conn = Connection(sock.detach())
+        request, environment, cwd = conn.recv()
+        if request == "stop":
+            os.kill(os.getppid(), signal.SIGTERM)
+            return
+        os.environ.clear()
+        os.environ.update(environment)
+        with contextlib.suppress(OSError):
+            os.chdir(cwd)
         while _write_run(conn):
             pass
-    finally:  # every write is committed: skip the ≈ 0.7 s teardown of MLflow's modules
+    except (EOFError, OSError, ValueError):  # the training process went away early
+        pass
+    finally:  # every write is committed: skip the teardown of MLflow's modules
         sys.stderr.flush()
         os._exit(0)
+
+
+def _server_socket() -> Path:
+    """The writer server's socket for this user, environment, MLflow install and this file."""
+    folder = Path(tempfile.gettempdir()) / f"bplab-writers-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    info = folder.stat()
+    if info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise TrackingError(f"{folder} is not private to you (mode 700): remove it")
+    spec = importlib.util.find_spec("mlflow")
+    installed = Path(spec.origin).stat().st_mtime_ns if spec and spec.origin else 0
+    identity = f"{Path(sys.prefix).resolve()}|{PROJECT_ROOT}|{installed}|".encode()  # venv
+    digest = hashlib.sha256(identity + Path(__file__).read_bytes()).hexdigest()
+    return folder / f"{digest[:16]}.sock"
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold the writer server's lock: one starts it, one stops it, at a time."""
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _connect(path: Path) -> socket.socket | None:
+    """A connection to the server at ``path``, or None if none runs there."""
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.connect(str(path))
+        return sock
+    except FileNotFoundError:
+        pass
+    except ConnectionRefusedError:  # a server that was killed left its socket
+        path.unlink(missing_ok=True)
+    sock.close()
+    return None
+
+
+def _idle_seconds() -> float:
+    raw = os.environ.get(_IDLE_VARIABLE, "300")
+    try:
+        idle = float(raw)
+    except ValueError:
+        idle = -1.0
+    if not 0 <= idle < float("inf"):
+        raise TrackingError(f"{_IDLE_VARIABLE}={raw!r}: use a number of seconds ≥ 0")
+    return idle
+
+
+def _new_writer() -> Connection:
+    """A writer forked for this process by the writer server, which is started if needed."""
+    idle = _idle_seconds()
+    path = _server_socket()
+    with _locked(path):
+        sock = _connect(path)
+        if sock is None:
+            log = path.with_suffix(".log")
+            with open(log, "wb") as stderr:
+                command = [sys.executable, "-c", _SERVE, str(path), str(idle), str(PROJECT_ROOT)]
+                try:
+                    subprocess.run(
+                        command,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=stderr,
+                        env=os.environ | _SINGLE_THREADED,
+                        cwd="/",
+                        timeout=60,
+                        check=False,
+                    )
+                except (OSError, subprocess.TimeoutExpired) as e:
+                    raise TrackingError(f"cannot start the MLflow writer server: {e}") from None
+            sock = _connect(path)
+            if sock is None:
+                raise TrackingError(f"the MLflow writer server did not start (see {log})")
+    return _handshake(sock, ("serve", dict(os.environ), os.getcwd()))
+
+
+def _handshake(sock: socket.socket, request: tuple[str, Any, Any]) -> Connection:
+    """Send our stderr (the writer writes its warnings where we do) and ``request``."""
+    socket.send_fds(sock, [b"."], [2])
+    conn = Connection(sock.detach())
+    conn.send(request)
+    return conn
+
+
+def stop_writer_server() -> None:
+    """Stop this checkout's idle writer server (writers serving runs finish them)."""
+    path = _server_socket()
+    with _locked(path):
+        sock = _connect(path)
+        if sock is None:
+            return
+        _handshake(sock, ("stop", None, None)).close()
+    for _ in range(100):  # it unlinks its socket as it leaves
+        if not path.exists():
+            return
+        time.sleep(0.05)
 
 
 def _write_run(conn: Connection) -> bool:
@@ -271,7 +463,7 @@ def _write_run(conn: Connection) -> bool:
         experiment_id = experiment.get("id") or prepare_experiment(uri, experiment["name"])
         run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
         client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
-        conn.send(("ready", run_id))
+        conn.send(("ready", (run_id, os.getpid())))
         pending: list[Metric] = []
         keys: tuple[str, ...] = ()
         # A log_batch call costs ≈ 8 ms plus ≈ 0.075 ms per metric.  Write a full batch when
@@ -326,51 +518,33 @@ def _log_batches(client: Any, run_id: str, metrics: list[Any], tags: list[Any]) 
 
 
 # Writers whose run ended cleanly, kept for the next run of this process.
-_SPARE_WRITERS: list[tuple[subprocess.Popen[bytes], Connection]] = []
+_SPARE_WRITERS: list[Connection] = []
 
 
-def _writer_process() -> tuple[subprocess.Popen[bytes], Connection]:
+def _writer_connection() -> Connection:
     """A spare writer of this process if one is alive, else a new one."""
     while _SPARE_WRITERS:
-        proc, conn = _SPARE_WRITERS.pop()
-        if proc.poll() is None:
-            return proc, conn
+        conn = _SPARE_WRITERS.pop()
+        if not conn.poll():  # a live writer is silent; a dead one's socket reads EOF
+            return conn
         conn.close()
-    ours, theirs = socket.socketpair()  # what multiprocessing.Pipe() builds on POSIX
-    with theirs:
-        fd = theirs.fileno()
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-c", _START, str(fd), str(PROJECT_ROOT)],
-                pass_fds=[fd],
-                start_new_session=True,  # Ctrl-C or a kill of our group leaves it to finish
-            )
-        except OSError as e:
-            raise TrackingError(f"cannot start the MLflow writer process: {e}") from None
-    return proc, Connection(ours.detach())
+    return _new_writer()
 
 
 def close_spare_writers() -> None:
-    """Stop this process's idle writers (the next run starts a new one, paying ≈ 2 s)."""
+    """Let this process's idle writers exit (the next run gets a new one)."""
     while _SPARE_WRITERS:
-        proc, conn = _SPARE_WRITERS.pop()
-        conn.close()
-        proc.wait(10)
-
-
-# sys.path[0] of ``python -c`` is the cwd: the project root replaces it
-_START = "import sys; sys.path[0] = sys.argv[2]; from experiments.tracking import _writer; "
-_START += "_writer(int(sys.argv[1]))"
+        _SPARE_WRITERS.pop().close()
 
 
 class RunTracker:
     """One MLflow run, written by a separate process; this side only pickles and sends.
 
-    ``wait=False`` returns at once and lets training overlap the writer's start-up (≈ 2 s:
-    start, ``import mlflow``, create the run); ``run_id`` then waits for it when first read,
-    and a start-up error surfaces at the next call.  ``experiment`` is ``{"id": …}``, or
-    ``{"name": …}`` for the writer to prepare it (a single run: this process then never
-    imports MLflow).
+    ``wait=False`` returns at once and lets training overlap the writer's start-up (≈ 0.2 s
+    to create the run; ≈ 2 s more when the writer server must start and import MLflow);
+    ``run_id`` then waits for it when first read, and a start-up error surfaces at the next
+    call.  ``experiment`` is ``{"id": …}``, or ``{"name": …}`` for the writer to prepare it
+    (a single run: this process then never imports MLflow).
     """
 
     def __init__(
@@ -394,7 +568,8 @@ class RunTracker:
         self._keys: tuple[str, ...] = ()  # the keys of the last log_metrics
         self._checked: set[str] = set()  # valid metric keys
         self._backlog: list[tuple[object, ...]] = []
-        self._proc, self._conn = _writer_process()
+        self._writer_pid = 0
+        self._conn = _writer_connection()
         self._conn.send((uri, experiment, run_name, params, tags))
         atexit.register(self._at_exit)
         if wait:
@@ -422,11 +597,9 @@ class RunTracker:
         try:
             kind, value = self._conn.recv()
         except (EOFError, OSError):
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(1)
-            kind, value = "error", f"MLflow writer process died (exit code {self._proc.poll()})"
+            kind, value = "error", "MLflow writer process died"
         if kind == "ready":
-            self._run_id = str(value)
+            self._run_id, self._writer_pid = value
         elif kind == "error":
             self._error = self._error or str(value)
         return str(kind)
@@ -489,19 +662,11 @@ class RunTracker:
             self._ended = True
             atexit.unregister(self._at_exit)
             if reply == "done" and not self._error:
-                _SPARE_WRITERS.append((self._proc, self._conn))  # serves this process's next run
+                _SPARE_WRITERS.append(self._conn)  # serves this process's next run
             else:
-                self._stop_writer()
+                self._conn.close()  # EOF: the writer exits
         if self._error:
             raise TrackingError(self._error)
-
-    def _stop_writer(self) -> None:
-        self._conn.close()  # EOF: the writer stops serving
-        try:
-            self._proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
 
     def _at_exit(self) -> None:
         with contextlib.suppress(TrackingError):

@@ -10,8 +10,17 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from experiments.config import register_configs
+from experiments.tracking import close_spare_writers, stop_writer_server
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def writer_server() -> Iterator[None]:
+    """The MLflow writer server that the tests start stops with them."""
+    yield
+    close_spare_writers()
+    stop_writer_server()
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,14 @@
 """experiments.tracking against real temporary sqlite stores (no mocks).
 
-Each RunTracker spawns a writer that imports MLflow (≈ 2–3 s), so the slow tests share runs.
+The first RunTracker starts the writer server, which imports MLflow (≈ 2–3 s); later ones get
+a writer forked by it.  The slow tests share runs.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -19,12 +21,15 @@ from experiments.tracking import (
     NullTracker,
     RunTracker,
     TrackingError,
+    _server_socket,
     check_tracking_uri,
     child_runs,
+    close_spare_writers,
     default_tracking_uri,
     finish_parent_run,
     prepare_experiment,
     start_parent_run,
+    stop_writer_server,
 )
 
 STEPS, KEYS = 40, [f"grad_norm/layer_{i:02d}" for i in range(30)]
@@ -235,10 +240,10 @@ def test_writer_failures_surface_as_tracking_errors(tmp_path: Path) -> None:
     killed = RunTracker(
         uri, {"id": experiment_id}, "killed writer", parent_run_id=None, params={}, tags={}
     )
-    killed._proc.kill()  # as if the OOM killer took it: main must not hang
-    killed._proc.wait()
+    os.kill(killed._writer_pid, signal.SIGKILL)  # as if the OOM killer took it: no hang
+    assert gone(Path(f"/proc/{killed._writer_pid}"), 5)
     started = time.perf_counter()
-    with pytest.raises(TrackingError, match=r"writer process died \(exit code -9\)"):
+    with pytest.raises(TrackingError, match=r"writer process died"):
         killed.log_metrics(0, {"loss": 1.0})
     with pytest.raises(TrackingError, match="died"):
         killed.end()
@@ -252,3 +257,90 @@ def test_a_password_in_the_uri_is_refused_without_echoing_it(uri: str) -> None:
     with pytest.raises(TrackingError, match=r"contains a password.*MLFLOW_TRACKING_PASS") as info:
         check_tracking_uri(uri)
     assert "s3cret" not in str(info.value) and ":***@" in str(info.value)
+
+
+def parent_pid(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("PPid:")[1].split()[0])
+
+
+def threads(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/task").iterdir()))
+
+
+def gone(path: Path, seconds: float) -> bool:
+    """Whether ``path`` disappears within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not path.exists()
+
+
+@pytest.mark.slow
+def test_one_writer_server_forks_every_writer_and_leaves_when_idle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    close_spare_writers()
+    stop_writer_server()
+    socket_path = _server_socket()
+    assert not socket_path.exists()
+    monkeypatch.setenv("BPLAB_WRITER_IDLE_SECONDS", "3")
+    uri = store(tmp_path)
+    experiment_id = prepare_experiment(uri, "writer server")
+
+    def writer(name: str) -> tuple[RunTracker, int]:
+        """A run's tracker and its writer's parent (the server), after its first metric."""
+        tracker = RunTracker(
+            uri, {"id": experiment_id}, name, parent_run_id=None, params={}, tags={}
+        )
+        tracker.log_metrics(0, {"loss": 1.0})
+        return tracker, parent_pid(tracker._writer_pid)
+
+    first, server = writer("first")
+    assert socket_path.exists() and server != os.getpid()
+    assert threads(server) == 1  # forking is safe
+    first.end()
+    close_spare_writers()  # the next run needs a new writer
+    second, same_server = writer("second")
+    assert same_server == server and second._writer_pid != first._writer_pid
+    second.end()
+    close_spare_writers()
+    client = MlflowClient(uri)
+    for tracker in (first, second):
+        assert client.get_run(tracker.run_id).info.status == "FINISHED"
+        assert history(uri, tracker.run_id, "loss") == [(0, 1.0)]
+    assert gone(socket_path, 10) and gone(Path(f"/proc/{server}"), 5)  # idle for 3 s: left
+
+    killed, killed_server = writer("server killed")  # a new server
+    os.kill(killed_server, signal.SIGKILL)  # its socket stays behind; its writer works on
+    killed.end()
+    assert socket_path.exists()
+    close_spare_writers()
+    after, new_server = writer("after the kill")
+    assert new_server != killed_server
+    after.end()
+    assert client.get_run(after.run_id).info.status == "FINISHED"
+    stop_writer_server()
+    assert not socket_path.exists() and gone(Path(f"/proc/{new_server}"), 5)
+
+
+@pytest.mark.slow
+def test_writers_take_the_training_process_directory_and_stderr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    close_spare_writers()
+    uri = "sqlite:///relative/mlflow.db"
+    check_tracking_uri(uri)  # creates relative/ here
+    with RunTracker(uri, {"name": "here"}, "here", parent_run_id=None, params={}, tags={}):
+        pass
+    assert (tmp_path / "relative" / "mlflow.db").is_file()
+    assert "Creating initial MLflow database tables" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("idle", ["soon", "-1", "inf"])
+def test_a_bad_writer_idle_time_is_refused(idle: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    close_spare_writers()
+    monkeypatch.setenv("BPLAB_WRITER_IDLE_SECONDS", idle)
+    with pytest.raises(TrackingError, match=rf"BPLAB_WRITER_IDLE_SECONDS='{idle}'.*seconds ≥ 0"):
+        RunTracker("sqlite:///x.db", {"id": "0"}, "r", parent_run_id=None, params={}, tags={})
