@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from joblib import Parallel, delayed
 from mlflow import MlflowClient
 
+from experiments import tracking
 from experiments.tracking import (
     PROJECT_ROOT,
     NullTracker,
@@ -344,3 +346,25 @@ def test_a_bad_writer_idle_time_is_refused(idle: str, monkeypatch: pytest.Monkey
     monkeypatch.setenv("BPLAB_WRITER_IDLE_SECONDS", idle)
     with pytest.raises(TrackingError, match=rf"BPLAB_WRITER_IDLE_SECONDS='{idle}'.*seconds ≥ 0"):
         RunTracker("sqlite:///x.db", {"id": "0"}, "r", parent_run_id=None, params={}, tags={})
+
+
+def test_a_writer_server_that_cannot_start_is_reported_with_its_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    close_spare_writers()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # a folder of our own: no server
+    monkeypatch.setattr(tracking, "_SERVE", "import sys; sys.exit('no MLflow here')")
+    with pytest.raises(TrackingError, match=r"writer server did not start \(see .*\.log\)") as e:
+        RunTracker(store(tmp_path), {"id": "0"}, "r", parent_run_id=None, params={}, tags={})
+    log = Path(str(e.value).split("(see ")[1].rstrip(")"))
+    assert log.read_text().strip() == "no MLflow here"
+
+
+def test_a_shared_writer_folder_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    close_spare_writers()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    folder = tmp_path / f"bplab-writers-{os.getuid()}"
+    folder.mkdir()
+    folder.chmod(0o755)  # others could connect and read what a writer is sent
+    with pytest.raises(TrackingError, match="is not private to you"):
+        RunTracker(store(tmp_path), {"id": "0"}, "r", parent_run_id=None, params={}, tags={})
