@@ -252,11 +252,11 @@ def browse_hint(uri: str) -> str:
 #
 # A resident writer server imports MLflow once (≈ 2 s) and forks a writer for every training
 # process that connects, so a run started after another pays no start-up.  There is one
-# server per user, Python environment and version of this file (its socket is named after
-# them); it exits when BPLAB_WRITER_IDLE_SECONDS (default 300; 0: at once) pass without a
-# new connection.  A writer serves one run after another until its training process goes
-# away (a sweep's jobs in one process share it), with that process's environment, working
-# directory and stderr.
+# server per user, Python environment, Slurm job and version of this file (its socket is
+# named after them); it exits when BPLAB_WRITER_IDLE_SECONDS (default 300; 0: at once)
+# pass without a new connection.  A writer serves one run after another until its training
+# process goes away (a sweep's jobs in one process share it), with that process's
+# environment, working directory and stderr.
 #
 # The server runs as ``python -c _SERVE …``, not as a multiprocessing child: "spawn" inside
 # a joblib (loky) worker fails ("cannot find context for 'loky'"), daemonic workers may not
@@ -352,7 +352,8 @@ def _writer(sock: socket.socket) -> None:
 
 
 def _server_socket() -> Path:
-    """The writer server's socket for this user, environment, MLflow install and this file."""
+    """The writer server's socket for this user, Python environment, MLflow install, Slurm
+    job and version of this file."""
     folder = Path(tempfile.gettempdir()) / f"bplab-writers-{os.getuid()}"
     folder.mkdir(mode=0o700, exist_ok=True)
     info = folder.stat()
@@ -360,7 +361,9 @@ def _server_socket() -> Path:
         raise TrackingError(f"{folder} is not private to you (mode 700): remove it")
     spec = importlib.util.find_spec("mlflow")
     installed = Path(spec.origin).stat().st_mtime_ns if spec and spec.origin else 0
-    identity = f"{Path(sys.prefix).resolve()}|{PROJECT_ROOT}|{installed}|".encode()  # venv
+    # a Slurm job's processes are killed when it ends: its writers must not serve other jobs
+    job = os.environ.get("SLURM_JOB_ID", "")
+    identity = f"{Path(sys.prefix).resolve()}|{PROJECT_ROOT}|{installed}|{job}|".encode()
     digest = hashlib.sha256(identity + Path(__file__).read_bytes()).hexdigest()
     return folder / f"{digest[:16]}.sock"
 

@@ -368,3 +368,12 @@ def test_a_shared_writer_folder_is_refused(tmp_path: Path, monkeypatch: pytest.M
     folder.chmod(0o755)  # others could connect and read what a writer is sent
     with pytest.raises(TrackingError, match="is not private to you"):
         RunTracker(store(tmp_path), {"id": "0"}, "r", parent_run_id=None, params={}, tags={})
+
+
+def test_each_slurm_job_gets_its_own_writer_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    here = _server_socket()
+    monkeypatch.setenv("SLURM_JOB_ID", "101")
+    first = _server_socket()
+    monkeypatch.setenv("SLURM_JOB_ID", "102")  # the next task of an array, maybe on this node
+    assert len({here, first, _server_socket()}) == 3
