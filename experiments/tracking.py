@@ -419,6 +419,7 @@ def _new_writer() -> Connection:
                         stderr=stderr,
                         env=os.environ | _SINGLE_THREADED,
                         cwd="/",
+                        start_new_session=True,  # a Ctrl-C of our process group spares it
                         timeout=60,
                         check=False,
                     )

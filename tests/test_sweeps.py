@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 
 import bpcore
 from experiments.diagnostics import History
-from experiments.tracking import prepare_experiment
+from experiments.tracking import _server_socket, prepare_experiment, stop_writer_server
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -212,9 +212,13 @@ def test_divergence_ends_finished_and_the_sweep_goes_on(tmp_path: Path) -> None:
     assert diverged.info.status == "FINISHED" and int(diverged.data.tags["diverged_at_step"]) >= 0
 
 
-def test_sigterm_ends_the_run_killed_with_metrics_flushed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("group", [False, True], ids=["SIGTERM", "Ctrl-C"])
+def test_a_signal_ends_the_run_killed_with_metrics_flushed(tmp_path: Path, group: bool) -> None:
+    """SIGTERM to the process, or SIGINT to its process group as a terminal's Ctrl-C sends it
+    (the writer server that the run starts, and its writers, are not in that group)."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
     prepare_experiment(env["MLFLOW_TRACKING_URI"], "default")  # so polling never races a migration
+    stop_writer_server()  # this run starts the server
     process = subprocess.Popen(
         [sys.executable, "-m", "experiments.train", "train.epochs=100000", "log.every_n_steps=1"],
         cwd=tmp_path,
@@ -222,6 +226,7 @@ def test_sigterm_ends_the_run_killed_with_metrics_flushed(tmp_path: Path) -> Non
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -230,11 +235,15 @@ def test_sigterm_ends_the_run_killed_with_metrics_flushed(tmp_path: Path) -> Non
             break
         time.sleep(0.5)
     time.sleep(1.0)
-    process.send_signal(signal.SIGTERM)
+    if group:
+        os.killpg(process.pid, signal.SIGINT)
+    else:
+        process.send_signal(signal.SIGTERM)
     process.wait(timeout=60)
     assert process.returncode != 0
     (run,) = runs(tmp_path, "default")
     assert run.info.status == "KILLED"
+    assert _server_socket().exists()  # the writer server lives on for the next run
     history = client(tmp_path).get_metric_history(run.info.run_id, "grad_norm/layer_01")
     assert len(history) > 10 and [m.step for m in history] == list(range(len(history)))
 
