@@ -256,7 +256,7 @@ def browse_hint(uri: str) -> str:
 # named after them); it exits when BPLAB_WRITER_IDLE_SECONDS (default 300; 0: at once)
 # pass without a new connection.  A writer serves one run after another until its training
 # process goes away (a sweep's jobs in one process share it), with that process's
-# environment, working directory and stderr.
+# environment, working directory, umask and stderr.
 #
 # The server runs as ``python -c _SERVE …``, not as a multiprocessing child: "spawn" inside
 # a joblib (loky) worker fails ("cannot find context for 'loky'"), daemonic workers may not
@@ -328,20 +328,22 @@ def _fork_writer(listener: socket.socket) -> None:
 
 
 def _writer(sock: socket.socket) -> None:
-    """Take on the training process's stderr, environment and directory; serve its runs."""
+    """Take on the training process's stderr, environment, directory and umask; serve its
+    runs."""
     try:
         _, fds, _, _ = socket.recv_fds(sock, 1, 1)
         os.dup2(fds[0], 2)
         os.close(fds[0])
         conn = Connection(sock.detach())
-        request, environment, cwd = conn.recv()
+        request, caller = conn.recv()
         if request == "stop":
             os.kill(os.getppid(), signal.SIGTERM)
             return
         os.environ.clear()
-        os.environ.update(environment)
+        os.environ.update(caller["environment"])
+        os.umask(caller["umask"])
         with contextlib.suppress(OSError):
-            os.chdir(cwd)
+            os.chdir(caller["cwd"])
         while _write_run(conn):
             pass
     except (EOFError, OSError, ValueError):  # the training process went away early
@@ -428,10 +430,13 @@ def _new_writer() -> Connection:
             sock = _connect(path)
             if sock is None:
                 raise TrackingError(f"the MLflow writer server did not start (see {log})")
-    return _handshake(sock, ("serve", dict(os.environ), os.getcwd()))
+    umask = os.umask(0o077)  # reading it means setting it
+    os.umask(umask)
+    caller = {"environment": dict(os.environ), "cwd": os.getcwd(), "umask": umask}
+    return _handshake(sock, ("serve", caller))
 
 
-def _handshake(sock: socket.socket, request: tuple[str, Any, Any]) -> Connection:
+def _handshake(sock: socket.socket, request: tuple[str, dict[str, Any]]) -> Connection:
     """Send our stderr (the writer writes its warnings where we do) and ``request``."""
     socket.send_fds(sock, [b"."], [2])
     conn = Connection(sock.detach())
@@ -446,7 +451,7 @@ def stop_writer_server() -> None:
         sock = _connect(path)
         if sock is None:
             return
-        _handshake(sock, ("stop", None, None)).close()
+        _handshake(sock, ("stop", {})).close()
     for _ in range(100):  # it unlinks its socket as it leaves
         if not path.exists():
             return

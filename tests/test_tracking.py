@@ -327,7 +327,7 @@ def test_one_writer_server_forks_every_writer_and_leaves_when_idle(
 
 
 @pytest.mark.slow
-def test_writers_take_the_training_process_directory_and_stderr(
+def test_writers_take_the_training_process_directory_umask_and_stderr(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
@@ -335,9 +335,21 @@ def test_writers_take_the_training_process_directory_and_stderr(
     uri = "sqlite:///relative/mlflow.db"
     check_tracking_uri(uri)  # creates relative/ here
     with RunTracker(uri, {"name": "here"}, "here", parent_run_id=None, params={}, tags={}):
-        pass
+        pass  # the writer server runs from now on, with our umask of now
     assert (tmp_path / "relative" / "mlflow.db").is_file()
     assert "Creating initial MLflow database tables" in capfd.readouterr().err
+    close_spare_writers()
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "result.txt").write_text("42\n")
+    umask = os.umask(0o027)  # a lab's shared store: group may read, others nothing
+    try:
+        with RunTracker(uri, {"name": "here"}, "here", parent_run_id=None, params={}, tags={}) as t:
+            t.log_artifacts(tmp_path / "files")
+    finally:
+        os.umask(umask)
+    (uploaded,) = (tmp_path / "relative" / "mlartifacts").rglob("result.txt")
+    assert uploaded.read_text() == "42\n"
+    assert (uploaded.parent.stat().st_mode & 0o777) == 0o750  # made by the writer
 
 
 @pytest.mark.parametrize("idle", ["soon", "-1", "inf"])
