@@ -97,8 +97,9 @@ def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = Fals
                 diverged["diverged_at_step"] = str(result.diverged_at_step)
             tracker.set_tags(diverged)
             with tempfile.TemporaryDirectory() as tmp:
-                _write_artifacts(Path(tmp), cfg, experiment, recorder)
-                tracker.log_artifacts(tmp)
+                if cfg.mlflow.enabled:  # files nobody uploads are not written
+                    _write_artifacts(Path(tmp), cfg, experiment, recorder)
+                    tracker.log_artifacts(tmp)
                 tracker.end("FINISHED")
     except Exception as error:  # recorded as a FAILED run by the tracker; the caller decides
         why = str(error) if isinstance(error, TrackingError) else repr(error)
