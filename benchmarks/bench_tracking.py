@@ -53,8 +53,10 @@ def _counted(method: Callable[..., Any]) -> Callable[..., Any]:
     return timed
 
 
-for _name in ("__init__", "log_metrics", "set_tags", "log_artifacts", "end"):
-    setattr(RunTracker, _name, _counted(getattr(RunTracker, _name)))
+def count_tracker_calls() -> None:
+    """Add the time spent in every RunTracker method the training process calls to _in_calls."""
+    for name in ("__init__", "log_metrics", "set_tags", "log_artifacts", "end"):
+        setattr(RunTracker, name, _counted(getattr(RunTracker, name)))
 
 
 def timed_run(overrides: list[str]) -> tuple[float, float]:
@@ -124,6 +126,7 @@ def main() -> None:
     parser.add_argument("--store-dir", help="where the sqlite store goes (default: a temp dir)")
     args = parser.parse_args()
     register_configs()
+    count_tracker_calls()
     with (
         tempfile.TemporaryDirectory(dir=args.store_dir) as tmp,
         initialize_config_dir(str(ROOT / "conf"), version_base="1.3"),
