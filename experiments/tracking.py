@@ -292,6 +292,7 @@ def _stop(signum: int, frame: object) -> None:
 
 def _serve(path: str, idle: float) -> None:
     """The writer server: listen on ``path``, import MLflow, fork a writer per connection."""
+    socket_path = Path(path)
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(path)  # the starter holds the lock and has removed a stale socket
     listener.listen(64)
@@ -306,9 +307,9 @@ def _serve(path: str, idle: float) -> None:
             _fork_writer(listener)
     except _StopServerError:
         pass
-    with _locked(Path(path)):  # nobody connects while the server leaves
-        Path(path).unlink(missing_ok=True)
-        Path(path).with_suffix(".log").unlink(missing_ok=True)  # kept only if it failed
+    with _locked(socket_path):  # nobody connects while the server leaves
+        socket_path.unlink(missing_ok=True)
+        socket_path.with_suffix(".log").unlink(missing_ok=True)  # kept only if it failed
     listener.setblocking(False)
     with contextlib.suppress(BlockingIOError):
         while True:  # serve whoever connected before the unlink

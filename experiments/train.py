@@ -96,11 +96,11 @@ def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = Fals
             if result.diverged_at_step is not None:
                 diverged["diverged_at_step"] = str(result.diverged_at_step)
             tracker.set_tags(diverged)
-            with tempfile.TemporaryDirectory() as tmp:
-                if cfg.mlflow.enabled:  # files nobody uploads are not written
+            if cfg.mlflow.enabled:  # files nobody uploads are not written
+                with tempfile.TemporaryDirectory() as tmp:
                     _write_artifacts(Path(tmp), cfg, experiment, recorder)
                     tracker.log_artifacts(tmp)
-                tracker.end("FINISHED")
+                    tracker.end("FINISHED")  # the writer has uploaded them
     except Exception as error:  # recorded as a FAILED run by the tracker; the caller decides
         why = str(error) if isinstance(error, TrackingError) else repr(error)
         return Outcome(name, "FAILED", None, None, time.perf_counter() - started, why)
