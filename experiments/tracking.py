@@ -307,6 +307,7 @@ def _serve(path: str, idle: float) -> None:
             _fork_writer(listener)
     except _StopServerError:
         pass
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # leaving already
     with _locked(socket_path):  # nobody connects while the server leaves
         socket_path.unlink(missing_ok=True)
         socket_path.with_suffix(".log").unlink(missing_ok=True)  # kept only if it failed
@@ -320,15 +321,16 @@ def _serve(path: str, idle: float) -> None:
 def _fork_writer(listener: socket.socket) -> None:
     """Accept one connection and fork a writer for it."""
     sock, _ = listener.accept()
+    server = os.getpid()
     if os.fork() == 0:
         listener.close()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        _writer(sock)
+        _writer(sock, server)
     sock.close()
 
 
-def _writer(sock: socket.socket) -> None:
+def _writer(sock: socket.socket, server: int) -> None:
     """Take on the training process's stderr, environment, directory and umask; serve its
     runs."""
     try:
@@ -338,7 +340,8 @@ def _writer(sock: socket.socket) -> None:
         conn = Connection(sock.detach())
         request, caller = conn.recv()
         if request == "stop":
-            os.kill(os.getppid(), signal.SIGTERM)
+            if os.getppid() == server:  # not if it left meanwhile (our parent is then init)
+                os.kill(server, signal.SIGTERM)
             return
         os.environ.clear()
         os.environ.update(caller["environment"])
@@ -446,16 +449,17 @@ def _handshake(sock: socket.socket, request: tuple[str, dict[str, Any]]) -> Conn
 
 
 def stop_writer_server() -> None:
-    """Stop this checkout's idle writer server (writers serving runs finish them)."""
+    """Stop this checkout's writer server (writers serving runs finish them)."""
     path = _server_socket()
     with _locked(path):
         sock = _connect(path)
         if sock is None:
             return
         _handshake(sock, ("stop", {})).close()
-    for _ in range(100):  # it unlinks its socket as it leaves
-        if not path.exists():
-            return
+    deadline = time.monotonic() + 60  # a server still importing MLflow answers after it
+    while path.exists():  # it removes its socket as it leaves
+        if time.monotonic() > deadline:
+            raise TrackingError(f"the MLflow writer server at {path} did not stop in 60 s")
         time.sleep(0.05)
 
 
