@@ -315,6 +315,7 @@ def test_one_writer_server_forks_every_writer_and_leaves_when_idle(
 
     killed, killed_server = writer("server killed")  # a new server
     os.kill(killed_server, signal.SIGKILL)  # its socket stays behind; its writer works on
+    assert gone(Path(f"/proc/{killed_server}"), 5)  # until it has died it still takes connections
     killed.end()
     assert socket_path.exists()
     close_spare_writers()
