@@ -27,6 +27,7 @@ import os
 import posixpath
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -475,9 +476,10 @@ def _write_run(conn: Connection) -> bool:
 
         client = mlflow_client(uri)
         experiment_id = experiment.get("id") or prepare_experiment(uri, experiment["name"])
-        run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+        info = client.create_run(experiment_id, run_name=run_name, tags=tags).info
+        run_id = info.run_id
         client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
-        conn.send(("ready", (run_id, os.getpid())))
+        conn.send(("ready", (run_id, os.getpid(), _local_folder(info.artifact_uri))))
         pending: list[Metric] = []
         keys: tuple[str, ...] = ()
         # A log_batch call costs ≈ 8 ms plus ≈ 0.075 ms per metric.  Write a full batch when
@@ -520,6 +522,15 @@ def _write_run(conn: Connection) -> bool:
             why = describe_failure(uri, e)
             conn.send(("error", f"MLflow writer of run {run_name!r} failed: {why}"))
     return False
+
+
+def _local_folder(artifact_uri: str) -> str | None:
+    """The folder of a local artifact store (MLflow's own resolution), else None."""
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    if urllib.parse.urlsplit(artifact_uri).scheme not in ("", "file"):
+        return None
+    return str(Path(local_file_uri_to_path(artifact_uri)).absolute())
 
 
 def _log_batches(client: Any, run_id: str, metrics: list[Any], tags: list[Any]) -> None:
@@ -583,6 +594,8 @@ class RunTracker:
         self._checked: set[str] = set()  # valid metric keys
         self._backlog: list[tuple[object, ...]] = []
         self._writer_pid = 0
+        self._local_artifacts: str | None = None  # the run's artifact folder in a local store
+        self._uploads: list[Path] = []  # temporary folders the writer uploads before end()
         self._conn = _writer_connection()
         self._conn.send((uri, experiment, run_name, params, tags))
         atexit.register(self._at_exit)
@@ -613,7 +626,7 @@ class RunTracker:
         except (EOFError, OSError):
             kind, value = "error", "MLflow writer process died"
         if kind == "ready":
-            self._run_id, self._writer_pid = value
+            self._run_id, self._writer_pid, self._local_artifacts = value
         elif kind == "error":
             self._error = self._error or str(value)
         return str(kind)
@@ -657,6 +670,22 @@ class RunTracker:
         files must stay in place until ``end()``."""
         self._send(("artifacts", str(Path(folder).absolute()), artifact_path))
 
+    @contextlib.contextmanager
+    def artifact_folder(self) -> Iterator[Path]:
+        """A folder for the run's files.  In a local artifact store it is the run's own
+        folder: files are written in place, never copied.  Otherwise it is a temporary
+        folder, uploaded by the writer when the block exits and removed at ``end()``."""
+        _ = self.run_id  # the writer has reported where the run's artifacts live
+        if self._local_artifacts:
+            folder = Path(self._local_artifacts)
+            folder.mkdir(parents=True, exist_ok=True)
+            yield folder
+            return
+        folder = Path(tempfile.mkdtemp(prefix="bplab-artifacts-"))
+        self._uploads.append(folder)
+        yield folder
+        self.log_artifacts(folder)
+
     def end(self, status: str = "FINISHED") -> None:
         """Flush, mark the run ``status`` and stop the writer; TrackingError if a write failed.
 
@@ -675,6 +704,8 @@ class RunTracker:
         finally:
             self._ended = True
             atexit.unregister(self._at_exit)
+            for folder in self._uploads:  # uploaded, or the run failed
+                shutil.rmtree(folder, ignore_errors=True)
             if reply == "done" and not self._error:
                 _SPARE_WRITERS.append(self._conn)  # serves this process's next run
             else:

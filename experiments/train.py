@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,11 +95,9 @@ def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = Fals
             if result.diverged_at_step is not None:
                 diverged["diverged_at_step"] = str(result.diverged_at_step)
             tracker.set_tags(diverged)
-            if cfg.mlflow.enabled:  # files nobody uploads are not written
-                with tempfile.TemporaryDirectory() as tmp:
-                    _write_artifacts(Path(tmp), cfg, experiment, recorder)
-                    tracker.log_artifacts(tmp)
-                    tracker.end("FINISHED")  # the writer has uploaded them
+            if isinstance(tracker, RunTracker):  # an untracked run writes no files
+                with tracker.artifact_folder() as folder:
+                    _write_artifacts(folder, cfg, experiment, recorder)
     except Exception as error:  # recorded as a FAILED run by the tracker; the caller decides
         why = str(error) if isinstance(error, TrackingError) else repr(error)
         return Outcome(name, "FAILED", None, None, time.perf_counter() - started, why)

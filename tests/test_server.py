@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 
 from experiments import server
 from experiments.audit import audit_sweep
-from experiments.tracking import child_runs
+from experiments.tracking import RunTracker, child_runs
 
 pytestmark = pytest.mark.slow
 TINY = ["data.n_samples=200", "train.epochs=3", "model.width=8", "log.every_n_steps=5"]
@@ -107,6 +107,19 @@ def test_parallel_sweep_arrives_whole_and_logs_no_secret(
         values = [*run.data.params.values(), *run.data.tags.values()]
         assert not [v for v in values if secret in v], run.info.run_name
     assert not list(tmp_path.glob("mlruns")) and not list(tmp_path.glob("mlartifacts"))
+
+
+def test_run_files_go_up_through_the_server(tracking_server: Path, tmp_path: Path) -> None:
+    uri = state_of(tracking_server).uri
+    with RunTracker(uri, {"name": "uploads"}, "up", parent_run_id=None, params={}, tags={}) as t:
+        with t.artifact_folder() as folder:
+            (folder / "result.txt").write_text("42\n")
+        assert not folder.is_relative_to(tracking_server)  # a temporary folder, uploaded
+    assert not folder.exists()  # removed once the run ended
+    client = MlflowClient(uri)
+    assert client.get_run(t.run_id).info.artifact_uri.startswith("mlflow-artifacts:")
+    downloaded = client.download_artifacts(t.run_id, "result.txt", str(tmp_path))
+    assert Path(downloaded).read_text() == "42\n"
 
 
 def test_server_killed_mid_sweep(tracking_server: Path, tmp_path: Path) -> None:

@@ -184,6 +184,26 @@ def test_parallel_jobs_on_a_fresh_store(tmp_path: Path, monkeypatch: pytest.Monk
     assert list(cwd.iterdir()) == []
 
 
+def test_a_local_store_gets_the_run_files_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_copy(**kwargs: object) -> str:
+        raise AssertionError("a temporary folder for a local store")
+
+    uri = store(tmp_path)
+    with RunTracker(
+        uri, {"name": "files"}, "in place", parent_run_id=None, params={}, tags={}
+    ) as t:
+        monkeypatch.setattr(tempfile, "mkdtemp", no_copy)
+        with t.artifact_folder() as folder:
+            (folder / "result.txt").write_text("42\n")
+        assert (folder / "result.txt").is_file()  # before the run ends: written there
+    run = MlflowClient(uri).get_run(t.run_id)
+    assert folder == Path(run.info.artifact_uri.removeprefix("file://"))
+    assert folder.is_relative_to(tmp_path / "db" / "mlartifacts" / "files")
+    assert [a.path for a in MlflowClient(uri).list_artifacts(t.run_id)] == ["result.txt"]
+
+
 @pytest.mark.slow
 def test_exception_fails_the_run_and_keeps_its_metrics(tmp_path: Path) -> None:
     uri = store(tmp_path)
