@@ -257,7 +257,8 @@ def browse_hint(uri: str) -> str:
 # named after them); it exits when BPLAB_WRITER_IDLE_SECONDS (default 300; 0: at once)
 # pass without a new connection.  A writer serves one run after another until its training
 # process goes away (a sweep's jobs in one process share it), with that process's
-# environment, working directory, umask and stderr.
+# environment, working directory, umask, CPU affinity (``taskset``, ``srun --cpu-bind``) and
+# stderr.
 #
 # The server runs as ``python -c _SERVE …``, not as a multiprocessing child: "spawn" inside
 # a joblib (loky) worker fails ("cannot find context for 'loky'"), daemonic workers may not
@@ -332,8 +333,8 @@ def _fork_writer(listener: socket.socket) -> None:
 
 
 def _writer(sock: socket.socket, server: int) -> None:
-    """Take on the training process's stderr, environment, directory and umask; serve its
-    runs."""
+    """Take on the training process's stderr, environment, directory, umask and CPUs; serve
+    its runs."""
     try:
         _, fds, _, _ = socket.recv_fds(sock, 1, 1)
         os.dup2(fds[0], 2)
@@ -347,6 +348,8 @@ def _writer(sock: socket.socket, server: int) -> None:
         os.environ.clear()
         os.environ.update(caller["environment"])
         os.umask(caller["umask"])
+        with contextlib.suppress(OSError):  # CPUs outside the server's cgroup: keep its own
+            os.sched_setaffinity(0, caller["cpus"])
         with contextlib.suppress(OSError):
             os.chdir(caller["cwd"])
         while _write_run(conn):
@@ -437,7 +440,12 @@ def _new_writer() -> Connection:
                 raise TrackingError(f"the MLflow writer server did not start (see {log})")
     umask = os.umask(0o077)  # reading it means setting it
     os.umask(umask)
-    caller = {"environment": dict(os.environ), "cwd": os.getcwd(), "umask": umask}
+    caller = {
+        "environment": dict(os.environ),
+        "cwd": os.getcwd(),
+        "umask": umask,
+        "cpus": os.sched_getaffinity(0),
+    }
     return _handshake(sock, ("serve", caller))
 
 

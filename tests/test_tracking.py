@@ -373,6 +373,32 @@ def test_writers_take_the_training_process_directory_umask_and_stderr(
     assert (uploaded.parent.stat().st_mode & 0o777) == 0o750  # made by the writer
 
 
+def cpus_of(pid: int) -> set[int]:
+    return os.sched_getaffinity(pid)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_writers_take_the_cpus_of_the_training_process(tmp_path: Path) -> None:
+    uri = store(tmp_path)
+    with RunTracker(uri, {"name": "cpus"}, "all", parent_run_id=None, params={}, tags={}) as t:
+        assert cpus_of(t._writer_pid) == os.sched_getaffinity(0)  # the server runs from now on
+    close_spare_writers()
+    everywhere = os.sched_getaffinity(0)
+    one = {min(everywhere)}
+    os.sched_setaffinity(0, one)  # taskset -c / srun --cpu-bind for this process only
+    try:
+        with RunTracker(uri, {"name": "cpus"}, "one", parent_run_id=None, params={}, tags={}) as t:
+            assert cpus_of(t._writer_pid) == one
+    finally:
+        os.sched_setaffinity(0, everywhere)
+    close_spare_writers()
+    with RunTracker(
+        uri, {"name": "cpus"}, "all again", parent_run_id=None, params={}, tags={}
+    ) as t:
+        assert cpus_of(t._writer_pid) == everywhere
+    close_spare_writers()
+
+
 @pytest.mark.parametrize("idle", ["soon", "-1", "inf"])
 def test_a_bad_writer_idle_time_is_refused(idle: str, monkeypatch: pytest.MonkeyPatch) -> None:
     close_spare_writers()
