@@ -284,12 +284,8 @@ _SERVE = "import sys; sys.path[0] = sys.argv[3]; from experiments.tracking impor
 _SERVE += "_serve(sys.argv[1], float(sys.argv[2]))"
 
 
-class _StopServerError(BaseException):
-    """SIGTERM to the writer server."""
-
-
-def _stop(signum: int, frame: object) -> None:
-    raise _StopServerError
+def _wake(signum: int, frame: object) -> None:
+    """The writer server's SIGTERM handler: the signal's byte on the wake-up pipe stops it."""
 
 
 def _serve(path: str, idle: float) -> None:
@@ -301,31 +297,37 @@ def _serve(path: str, idle: float) -> None:
     if os.fork():  # the starter waits for this exit: connections queue from now on
         os._exit(0)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps finished writers
-    signal.signal(signal.SIGTERM, _stop)
-    try:
-        for module in _WRITER_MODULES:  # imported once, for every writer
-            importlib.import_module(module)
-        while select.select([listener], [], [], idle)[0]:
-            _fork_writer(listener)
-    except _StopServerError:
-        pass
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # leaving already
+    # SIGTERM (a stop request) wakes the loop below through a pipe.  A handler that raised
+    # instead could raise inside os.fork()'s at-fork hooks, which swallow exceptions: the
+    # writer of a stop request signals at once, so the server lived on.
+    wake = os.pipe()
+    os.set_blocking(wake[1], False)
+    signal.set_wakeup_fd(wake[1])
+    signal.signal(signal.SIGTERM, _wake)
+    for module in _WRITER_MODULES:  # imported once, for every writer
+        importlib.import_module(module)
+    while select.select([listener, wake[0]], [], [], idle)[0] == [listener]:
+        _fork_writer(listener, wake)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopped, or idle: leaving
     with _locked(socket_path):  # nobody connects while the server leaves
         socket_path.unlink(missing_ok=True)
         socket_path.with_suffix(".log").unlink(missing_ok=True)  # kept only if it failed
     listener.setblocking(False)
     with contextlib.suppress(BlockingIOError):
         while True:  # serve whoever connected before the unlink
-            _fork_writer(listener)
+            _fork_writer(listener, wake)
     os._exit(0)  # skip the ≈ 0.7 s teardown of MLflow's modules
 
 
-def _fork_writer(listener: socket.socket) -> None:
+def _fork_writer(listener: socket.socket, wake: tuple[int, int]) -> None:
     """Accept one connection and fork a writer for it."""
     sock, _ = listener.accept()
     server = os.getpid()
     if os.fork() == 0:
         listener.close()
+        signal.set_wakeup_fd(-1)
+        for fd in wake:
+            os.close(fd)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         _writer(sock, server)

@@ -419,6 +419,23 @@ def test_a_writer_server_that_cannot_start_is_reported_with_its_log(
     assert log.read_text().strip() == "no MLflow here"
 
 
+def test_a_stop_while_the_server_forks_a_writer_stops_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer of a stop request signals the server at once, while it may still be in
+    os.fork(): there a raised exception was swallowed and the server lived on."""
+    close_spare_writers()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # a server of our own
+    stop_in_fork = "os.register_at_fork(after_in_parent=lambda: os.kill(os.getpid(), 15))"
+    monkeypatch.setattr(tracking, "_SERVE", f"import os; {stop_in_fork}; {tracking._SERVE}")
+    uri = store(tmp_path)
+    with RunTracker(uri, {"name": "x"}, "r", parent_run_id=None, params={}, tags={}) as t:
+        t.log_metrics(0, {"loss": 1.0})
+    assert gone(_server_socket(), 10)  # stopped as it forked this run's writer
+    assert history(uri, t.run_id, "loss") == [(0, 1.0)]  # which finished the run
+    close_spare_writers()
+
+
 def test_a_shared_writer_folder_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     close_spare_writers()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
