@@ -489,7 +489,7 @@ def _write_run(conn: Connection) -> bool:
         info = client.create_run(experiment_id, run_name=run_name, tags=tags).info
         run_id = info.run_id
         client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
-        conn.send(("ready", (run_id, os.getpid(), _local_folder(info.artifact_uri))))
+        conn.send(("ready", (run_id, os.getpid(), _local_folder(info.artifact_uri, uri))))
         pending: list[Metric] = []
         keys: tuple[str, ...] = ()
         # A log_batch call costs ≈ 8 ms plus ≈ 0.075 ms per metric.  Write a full batch when
@@ -534,13 +534,15 @@ def _write_run(conn: Connection) -> bool:
     return False
 
 
-def _local_folder(artifact_uri: str) -> str | None:
-    """The folder of a local artifact store (MLflow's own resolution), else None."""
-    from mlflow.utils.file_utils import local_file_uri_to_path
+def _local_folder(artifact_uri: str, tracking_uri: str) -> str | None:
+    """The run's artifact folder if MLflow keeps its artifacts on this machine, else None."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
-    if urllib.parse.urlsplit(artifact_uri).scheme not in ("", "file"):
+    repository = get_artifact_repository(artifact_uri, tracking_uri=tracking_uri)
+    if not isinstance(repository, LocalArtifactRepository):
         return None
-    return str(Path(local_file_uri_to_path(artifact_uri)).absolute())
+    return str(Path(repository.artifact_dir).absolute())
 
 
 def _log_batches(client: Any, run_id: str, metrics: list[Any], tags: list[Any]) -> None:
