@@ -41,6 +41,11 @@ def store(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/db/mlflow.db"
 
 
+def plain_run(uri: str, experiment: dict[str, str], name: str) -> RunTracker:
+    """A run with no parent, params or tags."""
+    return RunTracker(uri, experiment, name, parent_run_id=None, params={}, tags={})
+
+
 def history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in MlflowClient(uri).get_metric_history(run_id, key)]
 
@@ -191,9 +196,7 @@ def test_a_local_store_gets_the_run_files_in_place(
         raise AssertionError("a temporary folder for a local store")
 
     uri = store(tmp_path)
-    with RunTracker(
-        uri, {"name": "files"}, "in place", parent_run_id=None, params={}, tags={}
-    ) as t:
+    with plain_run(uri, {"name": "files"}, "in place") as t:
         monkeypatch.setattr(tempfile, "mkdtemp", no_copy)
         with t.artifact_folder() as folder:
             (folder / "result.txt").write_text("42\n")
@@ -230,9 +233,7 @@ def test_exception_fails_the_run_and_keeps_its_metrics(tmp_path: Path) -> None:
         tracker.log_metrics(7, {"loss": 0.0})
     tracker.end()  # idempotent
 
-    interrupted = RunTracker(
-        uri, {"id": experiment_id}, "ctrl-c", parent_run_id=None, params={}, tags={}
-    )
+    interrupted = plain_run(uri, {"id": experiment_id}, "ctrl-c")
     with pytest.raises(KeyboardInterrupt), interrupted:
         interrupted.log_metrics(0, {"loss": 1.0})
         raise KeyboardInterrupt
@@ -243,9 +244,7 @@ def test_exception_fails_the_run_and_keeps_its_metrics(tmp_path: Path) -> None:
 def test_writer_failures_surface_as_tracking_errors(tmp_path: Path) -> None:
     uri = store(tmp_path)
     experiment_id = prepare_experiment(uri, "writer failures")
-    tracker = RunTracker(
-        uri, {"id": experiment_id}, "lost file", parent_run_id=None, params={}, tags={}
-    )
+    tracker = plain_run(uri, {"id": experiment_id}, "lost file")
     tracker.log_metrics(0, {"loss": 1.0})
     tracker.log_artifacts(tmp_path / "deleted-too-early")  # the upload fails in the writer
     with pytest.raises(TrackingError, match="writer of run 'lost file' failed"):
@@ -257,11 +256,9 @@ def test_writer_failures_surface_as_tracking_errors(tmp_path: Path) -> None:
     assert MlflowClient(uri).get_run(tracker.run_id).info.status == "FAILED"
 
     with pytest.raises(TrackingError, match="No Experiment with id=999"):
-        RunTracker(uri, {"id": "999"}, "nowhere", parent_run_id=None, params={}, tags={})
+        plain_run(uri, {"id": "999"}, "nowhere")
 
-    killed = RunTracker(
-        uri, {"id": experiment_id}, "killed writer", parent_run_id=None, params={}, tags={}
-    )
+    killed = plain_run(uri, {"id": experiment_id}, "killed writer")
     os.kill(killed._writer_pid, signal.SIGKILL)  # as if the OOM killer took it: no hang
     assert gone(Path(f"/proc/{killed._writer_pid}"), 5)
     started = time.perf_counter()
@@ -312,9 +309,7 @@ def test_one_writer_server_forks_every_writer_and_leaves_when_idle(
 
     def writer(name: str) -> tuple[RunTracker, int]:
         """A run's tracker and its writer's parent (the server), after its first metric."""
-        tracker = RunTracker(
-            uri, {"id": experiment_id}, name, parent_run_id=None, params={}, tags={}
-        )
+        tracker = plain_run(uri, {"id": experiment_id}, name)
         tracker.log_metrics(0, {"loss": 1.0})
         return tracker, parent_pid(tracker._writer_pid)
 
@@ -355,7 +350,7 @@ def test_writers_take_the_training_process_directory_umask_and_stderr(
     close_spare_writers()
     uri = "sqlite:///relative/mlflow.db"
     check_tracking_uri(uri)  # creates relative/ here
-    with RunTracker(uri, {"name": "here"}, "here", parent_run_id=None, params={}, tags={}):
+    with plain_run(uri, {"name": "here"}, "here"):
         pass  # the writer server runs from now on, with our umask of now
     assert (tmp_path / "relative" / "mlflow.db").is_file()
     assert "Creating initial MLflow database tables" in capfd.readouterr().err
@@ -364,7 +359,7 @@ def test_writers_take_the_training_process_directory_umask_and_stderr(
     (tmp_path / "files" / "result.txt").write_text("42\n")
     umask = os.umask(0o027)  # a lab's shared store: group may read, others nothing
     try:
-        with RunTracker(uri, {"name": "here"}, "here", parent_run_id=None, params={}, tags={}) as t:
+        with plain_run(uri, {"name": "here"}, "here") as t:
             t.log_artifacts(tmp_path / "files")
     finally:
         os.umask(umask)
@@ -380,21 +375,19 @@ def cpus_of(pid: int) -> set[int]:
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
 def test_writers_take_the_cpus_of_the_training_process(tmp_path: Path) -> None:
     uri = store(tmp_path)
-    with RunTracker(uri, {"name": "cpus"}, "all", parent_run_id=None, params={}, tags={}) as t:
+    with plain_run(uri, {"name": "cpus"}, "all") as t:
         assert cpus_of(t._writer_pid) == os.sched_getaffinity(0)  # the server runs from now on
     close_spare_writers()
     everywhere = os.sched_getaffinity(0)
     one = {min(everywhere)}
     os.sched_setaffinity(0, one)  # taskset -c / srun --cpu-bind for this process only
     try:
-        with RunTracker(uri, {"name": "cpus"}, "one", parent_run_id=None, params={}, tags={}) as t:
+        with plain_run(uri, {"name": "cpus"}, "one") as t:
             assert cpus_of(t._writer_pid) == one
     finally:
         os.sched_setaffinity(0, everywhere)
     close_spare_writers()
-    with RunTracker(
-        uri, {"name": "cpus"}, "all again", parent_run_id=None, params={}, tags={}
-    ) as t:
+    with plain_run(uri, {"name": "cpus"}, "all again") as t:
         assert cpus_of(t._writer_pid) == everywhere
     close_spare_writers()
 
@@ -404,7 +397,7 @@ def test_a_bad_writer_idle_time_is_refused(idle: str, monkeypatch: pytest.Monkey
     close_spare_writers()
     monkeypatch.setenv("BPLAB_WRITER_IDLE_SECONDS", idle)
     with pytest.raises(TrackingError, match=rf"BPLAB_WRITER_IDLE_SECONDS='{idle}'.*seconds ≥ 0"):
-        RunTracker("sqlite:///x.db", {"id": "0"}, "r", parent_run_id=None, params={}, tags={})
+        plain_run("sqlite:///x.db", {"id": "0"}, "r")
 
 
 def test_a_writer_server_that_cannot_start_is_reported_with_its_log(
@@ -429,7 +422,7 @@ def test_a_stop_while_the_server_forks_a_writer_stops_it(
     stop_in_fork = "os.register_at_fork(after_in_parent=lambda: os.kill(os.getpid(), 15))"
     monkeypatch.setattr(tracking, "_SERVE", f"import os; {stop_in_fork}; {tracking._SERVE}")
     uri = store(tmp_path)
-    with RunTracker(uri, {"name": "x"}, "r", parent_run_id=None, params={}, tags={}) as t:
+    with plain_run(uri, {"name": "x"}, "r") as t:
         t.log_metrics(0, {"loss": 1.0})
     assert gone(_server_socket(), 10)  # stopped as it forked this run's writer
     assert history(uri, t.run_id, "loss") == [(0, 1.0)]  # which finished the run
