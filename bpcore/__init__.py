@@ -2,7 +2,7 @@
 
 >>> import bpcore
 >>> net = bpcore.MLP([2, 16, 16, 2], activation="tanh", output="softmax")
->>> loss, bp = net.loss_and_grads(x, y, "cross_entropy")   # bp.weights[l] = ∂L/∂Wˡ
+>>> loss, bp = net.loss_and_grads(x, y, "cross_entropy")   # bp.dW[l] = ∂L/∂Wˡ
 """
 
 from bpcore.activations import ACTIVATIONS, Activation, get_activation

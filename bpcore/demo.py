@@ -17,7 +17,7 @@ def main() -> None:
     for activation in ("sigmoid", "tanh", "relu"):
         net = bpcore.MLP([2] + [32] * 10 + [2], activation=activation, init="xavier_normal")
         _, bp = net.loss_and_grads(data.x_train, data.y_train, "cross_entropy")
-        norms = " ".join(f"{np.linalg.norm(g):.0e}" for g in bp.weights)
+        norms = " ".join(f"{np.linalg.norm(g):.0e}" for g in bp.dW)
         print(f"  {activation:>8}: {norms}")
     print("\ntraining a tanh net [2, 32, 32, 32, 2] with Adam, batch 32, 60 epochs:")
     net = bpcore.MLP([2, 32, 32, 32, 2], activation="tanh", seed=0)

@@ -43,7 +43,7 @@ def gradcheck(
     round-off swamps any finite difference.
     """
     _, bp = net.loss_and_grads(x, y, loss)
-    params, analytic = net.params, [*bp.weights, *bp.biases]
+    params, analytic = net.params, bp.grads
     sides = _kink_sides(net, bp.zs)
     offsets = np.cumsum([0] + [p.size for p in params])
     checked = np.arange(offsets[-1])

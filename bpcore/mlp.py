@@ -34,11 +34,26 @@ DTYPES = ("float32", "float64")
 class Backprop:
     """Everything one forward + backward pass computed, indexed by layer l = 0 … L−1."""
 
-    weights: list[Array]  # ∂L/∂Wˡ, shape (fan_in, fan_out)
-    biases: list[Array]  # ∂L/∂bˡ, shape (fan_out,)
+    dW: list[Array]  # ∂L/∂Wˡ, shape (fan_in, fan_out)
+    db: list[Array]  # ∂L/∂bˡ, shape (fan_out,)
     deltas: list[Array]  # δˡ = ∂L/∂zˡ, shape (batch, fan_out)
     zs: list[Array]  # zˡ, pre-activations, shape (batch, fan_out)
     activations: list[Array]  # aˡ = fˡ(zˡ), shape (batch, fan_out)
+
+    @property
+    def grads(self) -> list[Array]:
+        """∂L/∂θ in ``MLP.params`` order: every ∂L/∂Wˡ, then every ∂L/∂bˡ."""
+        return [*self.dW, *self.db]
+
+    @property
+    def weights(self) -> list[Array]:
+        """Deprecated alias of ``dW`` (the gradients, not the weights); removed in 0.3."""
+        return self.dW
+
+    @property
+    def biases(self) -> list[Array]:
+        """Deprecated alias of ``db``; removed in 0.3."""
+        return self.db
 
 
 class MLP:
@@ -140,7 +155,8 @@ class MLP:
         """Forward, loss, backward on validated arrays: the training hot path.
 
         ``reuse``: an earlier Backprop of the same batch size, whose arrays are overwritten
-        instead of allocating new ones (fresh memory costs big nets ~10% of a step).
+        instead of allocating new ones (fresh memory costs big nets ~10% of a step); only the
+        training loop passes one, for arrays nobody else holds.
         """
         out = reuse if reuse is not None and len(reuse.zs[0]) == len(x) else None
         zs, activations = self._forward(x, out)
@@ -175,8 +191,8 @@ class MLP:
         """Chain rule from the output delta down to the first layer."""
         L = self.n_layers
         deltas: list[Any] = [None] * L
-        grad_W: list[Any] = [None] * L
-        grad_b: list[Any] = [None] * L
+        dW: list[Any] = [None] * L
+        db: list[Any] = [None] * L
         delta = delta_out  # δᴸ⁻¹ = ∂L/∂zᴸ⁻¹, from the loss
         for l in reversed(range(L)):
             if l < L - 1:
@@ -186,10 +202,10 @@ class MLP:
                 delta = np.multiply(dL_da, da_dz, out=dL_da)  # δˡ = ∂L/∂aˡ ⊙ f′(zˡ)
             dz_dW = x if l == 0 else activations[l - 1]  # ∂z/∂W: the layer's input aˡ⁻¹
             # ∂L/∂Wˡ = aˡ⁻¹ᵀ δˡ: (fan_in, batch) @ (batch, fan_out)
-            grad_W[l] = np.matmul(dz_dW.T, delta, out=_slot(out, "weights", l))
-            grad_b[l] = np.sum(delta, axis=0, out=_slot(out, "biases", l))
+            dW[l] = np.matmul(dz_dW.T, delta, out=_slot(out, "dW", l))
+            db[l] = np.sum(delta, axis=0, out=_slot(out, "db", l))  # ∂L/∂bˡ = Σ_batch δˡ
             deltas[l] = delta
-        return Backprop(grad_W, grad_b, deltas, zs, activations)
+        return Backprop(dW, db, deltas, zs, activations)
 
 
 def _slot(out: Backprop | None, field: str, l: int) -> Array | None:

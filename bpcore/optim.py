@@ -1,7 +1,8 @@
 """Optimizers and the learning-rate scaling rule with batch size.
 
-``step(params, grads)`` updates the parameters in place and returns the updates ΔW it applied
-(arrays the optimizer reuses: read them before the next step).
+``step(params, grads)`` updates the parameters in place and returns the updates ΔW it applied,
+arrays the caller keeps.  The training loop calls ``step_in_place`` instead, which returns the
+optimizer's own update buffers (overwritten by the next step: no allocation per step).
 """
 
 from __future__ import annotations
@@ -50,7 +51,12 @@ class Optimizer:
         return [np.zeros_like(p) for p in params]
 
     def step(self, params: list[Array], grads: list[Array]) -> list[Array]:
-        """Apply one update in place; return the applied updates ΔW (one per parameter)."""
+        """Apply one update in place; return the applied updates ΔW (new arrays, one per
+        parameter)."""
+        return [update.copy() for update in self.step_in_place(params, grads)]
+
+    def step_in_place(self, params: list[Array], grads: list[Array]) -> list[Array]:
+        """``step``, returning the optimizer's update buffers: the next step overwrites them."""
         if not self._updates:
             self._updates = self._buffers(params)
         for i, (p, g, update) in enumerate(zip(params, grads, self._updates, strict=True)):
@@ -85,10 +91,10 @@ class Momentum(Optimizer):
         self.nesterov = nesterov
         self._velocity: list[Array] = []
 
-    def step(self, params: list[Array], grads: list[Array]) -> list[Array]:
+    def step_in_place(self, params: list[Array], grads: list[Array]) -> list[Array]:
         if not self._velocity:
             self._velocity = self._buffers(params)
-        return super().step(params, grads)
+        return super().step_in_place(params, grads)
 
     def _update(self, i: int, grad: Array, out: Array) -> None:
         v = self._velocity[i]
@@ -121,11 +127,11 @@ class Adam(Optimizer):
         self._v: list[Array] = []
         self._t = 0
 
-    def step(self, params: list[Array], grads: list[Array]) -> list[Array]:
+    def step_in_place(self, params: list[Array], grads: list[Array]) -> list[Array]:
         if not self._m:
             self._m, self._v = self._buffers(params), self._buffers(params)
         self._t += 1
-        return super().step(params, grads)
+        return super().step_in_place(params, grads)
 
     def _update(self, i: int, grad: Array, out: Array) -> None:
         m, v = self._m[i], self._v[i]

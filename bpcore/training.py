@@ -32,9 +32,9 @@ class StepReport:
     epoch: int  # epochs completed before this step
     examples_seen: int  # training examples used before this step
     loss: float  # minibatch loss at the parameters before the update
-    bp: Backprop  # the minibatch forward and backward pass (overwritten by the next step)
+    bp: Backprop  # the minibatch forward and backward pass
     updates: list[Array]  # ΔW applied: weights then biases (net.params order)
-    net: MLP
+    net: MLP  # the net being trained (its parameters change with every later step)
 
 
 @dataclass
@@ -63,7 +63,8 @@ class FitResult:
 class Callback:
     """Override what you need; ``on_step`` runs only on steps where ``wants_step`` is true.
 
-    A StepReport's arrays are reused by the next step: copy what you keep.
+    A StepReport's arrays are the callback's to keep: a reported step's arrays are never
+    reused by a later step.
     """
 
     def wants_step(self, step: int) -> bool:
@@ -97,8 +98,8 @@ def evaluate(net: MLP, x: Array, y: Array, loss: str) -> tuple[float, float | No
 
 class StepResult(NamedTuple):
     loss: float
-    bp: Backprop
-    updates: list[Array]  # ΔW applied (empty if the net diverged)
+    bp: Backprop  # ``reuse``'s arrays if one was given
+    updates: list[Array]  # ΔW applied, the optimizer's buffers (empty if the net diverged)
     diverged: bool  # loss or gradient not finite: no update was applied
 
 
@@ -110,19 +111,20 @@ def train_step(
     optimizer: Optimizer,
     reuse: Backprop | None = None,
 ) -> StepResult:
-    """Forward, backward and update on one validated minibatch.
+    """Forward, backward and update on one validated minibatch: the training loop's hot path,
+    which reuses arrays (``reuse``: a Backprop this step overwrites; the updates returned are
+    the optimizer's buffers).
 
     Divergence: a non-finite loss or squared gradient norm (‖g‖² overflowing counts) leaves
-    the parameters untouched.  ``reuse``: the previous step's Backprop, whose arrays this
-    step overwrites.
+    the parameters untouched.
     """
     with np.errstate(all="ignore"):  # a diverging net overflows; caught just below
         loss_value, bp = net._loss_and_grads(x, targets, loss_fn, reuse)
-        grads = [*bp.weights, *bp.biases]
+        grads = bp.grads
         finite = math.isfinite(loss_value) and all(math.isfinite(np.vdot(g, g)) for g in grads)
     if not finite:
         return StepResult(loss_value, bp, [], diverged=True)
-    updates = optimizer.step(net.params, grads)
+    updates = optimizer.step_in_place(net.params, grads)
     return StepResult(loss_value, bp, updates, diverged=False)
 
 
@@ -166,11 +168,13 @@ def fit(
             result = train_step(net, x, y, loss_fn, optimizer, reuse=bp)
             if result.diverged:
                 return FitResult(step, epoch, examples_seen, step, last_epoch)
-            bp = result.bp
-            for cb in (cb for cb in callbacks if cb.wants_step(step)):
-                cb.on_step(
-                    StepReport(step, epoch, examples_seen, result.loss, bp, result.updates, net)
-                )
+            bp = result.bp  # the next step writes into these arrays …
+            if wanting := [cb for cb in callbacks if cb.wants_step(step)]:
+                updates = [u.copy() for u in result.updates]
+                report = StepReport(step, epoch, examples_seen, result.loss, bp, updates, net)
+                for cb in wanting:
+                    cb.on_step(report)
+                bp = None  # … unless callbacks got them: theirs to keep
             step += 1
             examples_seen += len(batch)
         last_epoch = _epoch_report(net, data, loss, epoch + 1, step, examples_seen, started)

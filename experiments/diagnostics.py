@@ -78,8 +78,8 @@ def layer_diagnostics(report: StepReport) -> dict[str, float]:
     with np.errstate(over="ignore", invalid="ignore"):  # an exploding net: inf/NaN values
         for l in range(L):
             tag, a = layer_tag(l), bp.activations[l]
-            values[f"grad_norm/{tag}"] = norm(bp.weights[l])
-            values[f"bias_grad_norm/{tag}"] = norm(bp.biases[l])
+            values[f"grad_norm/{tag}"] = norm(bp.dW[l])
+            values[f"bias_grad_norm/{tag}"] = norm(bp.db[l])
             values[f"act_mean/{tag}"] = float(a.mean(dtype=np.float64))
             values[f"act_std/{tag}"] = float(a.std(dtype=np.float64))
             values[f"update_ratio/{tag}"] = _update_ratio(net.weights[l], report.updates, l)

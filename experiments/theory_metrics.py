@@ -83,7 +83,7 @@ class TheoryMetrics(bpcore.Callback):
         return step == 0
 
     def on_step(self, report: bpcore.StepReport) -> None:
-        norms = [norm(b) for b in report.bp.biases[:-1]]
+        norms = [norm(b) for b in report.bp.db[:-1]]
         self.record("theory", report.step, slope_metrics(*self.inputs, norms))
 
 
@@ -106,9 +106,7 @@ class FullGradient(bpcore.Callback):
             before.weights, before.biases = params[: before.n_layers], params[before.n_layers :]
             loss, full = before.loss_and_grads(self.data.x_train, self.data.y_train, self.loss)
         metrics = {"train/full_loss": loss}
-        metrics |= {
-            f"full_bias_grad_norm/{layer_tag(l)}": norm(b) for l, b in enumerate(full.biases)
-        }
+        metrics |= {f"full_bias_grad_norm/{layer_tag(l)}": norm(b) for l, b in enumerate(full.db)}
         small, big = _squared_norm(report.bp), _squared_norm(full)
         self._window.append((small, big, len(report.bp.zs[0])))
         metrics["noise/grad_sq_small"], metrics["noise/grad_sq_big"] = small, big
@@ -124,7 +122,7 @@ class FullGradient(bpcore.Callback):
 
 def _squared_norm(bp: bpcore.Backprop) -> float:
     """|G|² over every weight and bias gradient."""
-    return sum(norm(g) ** 2 for g in (*bp.weights, *bp.biases))
+    return sum(norm(g) ** 2 for g in bp.grads)
 
 
 def theory_callbacks(

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+import bpcore
 from bpcore.activations import ACTIVATIONS, SELU, Activation, get_activation
 
 NAMES = list(ACTIVATIONS)
@@ -301,9 +302,13 @@ def test_parameters() -> None:
     assert get_activation("elu", alpha=2.0).max_grad == 2.0
 
 
-def test_objects_pass_through() -> None:
-    act = get_activation("tanh")
-    assert get_activation(act) is act
+def test_a_net_built_with_an_activation_object_uses_its_parameters() -> None:
+    net = bpcore.MLP(
+        [1, 1, 1], activation=get_activation("leaky_relu", alpha=0.3), output="identity"
+    )
+    net.weights[0][...] = 1.0
+    net.weights[1][...] = 1.0
+    np.testing.assert_allclose(net.forward([[-2.0], [2.0]]), [[-0.6], [2.0]])
 
 
 @pytest.mark.parametrize("name", ACTIVATIONS)

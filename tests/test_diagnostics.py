@@ -72,9 +72,9 @@ def test_step_zero_matches_numpy(data: bpcore.Dataset, activation: str, batch_si
     assert set(got) == {BATCH_LOSS, *metric_keys(L)}
     for l in range(L):
         t = f"layer_{l + 1:02d}"
-        g, a = bp.weights[l], bp.activations[l]
+        g, a = bp.dW[l], bp.activations[l]
         assert got[f"grad_norm/{t}"] == pytest.approx(np.linalg.norm(g), rel=1e-10)
-        assert got[f"bias_grad_norm/{t}"] == pytest.approx(np.linalg.norm(bp.biases[l]), rel=1e-10)
+        assert got[f"bias_grad_norm/{t}"] == pytest.approx(np.linalg.norm(bp.db[l]), rel=1e-10)
         assert got[f"act_mean/{t}"] == pytest.approx(np.mean(a), rel=1e-10, abs=1e-14)
         assert got[f"act_std/{t}"] == pytest.approx(np.std(a), rel=1e-10)
         # SGD: ΔW = −lr·g, so ‖ΔW‖/‖W_before‖ = lr‖g‖/‖W₀‖
@@ -94,7 +94,7 @@ def test_float32_net_accumulates_in_float64(data: bpcore.Dataset) -> None:
     ref = bpcore.MLP(SIZES, activation="tanh", dtype="float32")
     _, bp = ref.loss_and_grads(data.x_train, data.y_train, "cross_entropy")
     got = first_record(recorder.history)["grad_norm/layer_02"]
-    assert got == pytest.approx(np.linalg.norm(bp.weights[1].astype(np.float64)), rel=1e-5)
+    assert got == pytest.approx(np.linalg.norm(bp.dW[1].astype(np.float64)), rel=1e-5)
 
 
 @pytest.mark.parametrize(("scale", "low", "high"), [(1e3, 0.9, 1.0), (1e-6, 0.0, 0.0)])

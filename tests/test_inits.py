@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+import bpcore
 from bpcore.inits import (
     BIAS_INITS,
     INITIALIZERS,
@@ -142,11 +143,12 @@ def test_he_keeps_deep_relu_signal_flat_xavier_halves_it() -> None:
 # ------------------------------------------------------------------------------------ errors
 
 
-def test_objects_pass_through() -> None:
-    init = HeNormal(gain=2.0)
-    assert get_initializer(init) is init
+def test_a_net_built_with_an_init_object_uses_its_parameters() -> None:
+    """He normal with gain 2: Var W = gain² · 2 / fan_in = 8 / 400."""
+    net = bpcore.MLP([400, 400, 2], init=HeNormal(gain=2.0), seed=0)
+    assert net.weights[0].var() == pytest.approx(8 / 400, rel=0.02)
     with pytest.raises(ValueError, match="initializer object"):
-        get_initializer(init, gain=1.0)
+        get_initializer(HeNormal(gain=2.0), gain=1.0)
 
 
 def test_unknown_name() -> None:
@@ -202,7 +204,8 @@ def test_bias_inits() -> None:
     assert b.shape == (100_000,)
     assert b.var() == pytest.approx(0.09, rel=0.03)
     np.testing.assert_array_equal(normal(10, rng(8)), normal(10, rng(8)))
-    assert get_bias_init(normal) is normal
+    net = bpcore.MLP([2, 20_000, 2], bias_init=normal, seed=0)  # an object: used as given
+    assert net.biases[0].std() == pytest.approx(0.3, rel=0.03)
 
 
 def test_bias_init_errors() -> None:

@@ -135,8 +135,8 @@ def test_gradients_and_deltas_match_reference(
     ref_grads, ref_deltas = reference_batch(reference_network(net), x, y, hidden, head)
     for l in range(net.n_layers):
         ref = np.array(ref_grads[l])  # (fan_out, fan_in + 1): weights then bias
-        np.testing.assert_allclose(bp.weights[l], ref[:, :-1].T, rtol=0, atol=1e-12)
-        np.testing.assert_allclose(bp.biases[l], ref[:, -1], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(bp.dW[l], ref[:, :-1].T, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(bp.db[l], ref[:, -1], rtol=0, atol=1e-12)
         per_example = np.array([d[l] for d in ref_deltas])
         np.testing.assert_allclose(bp.deltas[l] * batch, per_example, rtol=0, atol=1e-12)
 
@@ -160,7 +160,7 @@ def test_sgd_steps_match_reference(batch: int) -> None:
         x = rng.normal(size=(batch, 2))
         y = rng.integers(0, 2, size=batch)
         _, bp = net.loss_and_grads(x, y, "mse")
-        sgd.step(net.params, [*bp.weights, *bp.biases])
+        sgd.step(net.params, bp.grads)
         mean_grads, _ = reference_batch(network, x, y, "sigmoid", "sigmoid")
         update_weights(network, mean_grads, 0.5)
     for l, layer in enumerate(network):

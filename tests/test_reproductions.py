@@ -58,7 +58,7 @@ def _nielsen_norms(depth: int, digits: bpcore.Dataset, seeds: int = 8) -> np.nda
             sizes, "sigmoid", "sigmoid", "lecun_normal", seed, "float64", NormalBias(std=1.0)
         )
         bp = _backprop(net, digits, 1000, "bce")
-        rows.append([np.linalg.norm(b) for b in bp.biases[:-1]])
+        rows.append([np.linalg.norm(b) for b in bp.db[:-1]])
     return np.array(rows)
 
 
@@ -180,7 +180,7 @@ def test_logged_slope_matches_mean_field(sigma_w2: float, digits: bpcore.Dataset
     net = bpcore.MLP([64, *[256] * 20, 10], "tanh", "softmax", init, 0, "float64", bias)
     inputs = mean_field_inputs(net)
     assert inputs is not None
-    norms = [float(np.linalg.norm(b)) for b in _backprop(net, digits, 32, "cross_entropy").biases]
+    norms = [float(np.linalg.norm(b)) for b in _backprop(net, digits, 32, "cross_entropy").db]
     metrics = slope_metrics(*inputs, norms[:-1])
     assert metrics["theory/measured_slope"] == pytest.approx(
         metrics["theory/predicted_slope"], abs=0.03
@@ -199,7 +199,7 @@ def test_noise_scale_of_a_real_net_matches_per_example_gradients() -> None:
     net = bpcore.MLP([2, 16, 16, 2], "tanh", "softmax", "xavier_normal", 0)
     per_example = np.array(
         [
-            np.concatenate([g.ravel() for g in (*bp.weights, *bp.biases)])
+            np.concatenate([g.ravel() for g in bp.grads])
             for bp in (
                 net.loss_and_grads(x[None], y[None], "cross_entropy")[1]
                 for x, y in zip(data.x_train, data.y_train)

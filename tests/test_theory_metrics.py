@@ -39,7 +39,7 @@ def test_logged_theory_and_full_gradient() -> None:
     fresh = _experiment([8, 8, 8]).net
     _, bp = fresh.loss_and_grads(exp.data.x_train, exp.data.y_train, "cross_entropy")
     history = recorder.history
-    for l, b in enumerate(bp.biases):
+    for l, b in enumerate(bp.db):
         steps, values = history.series(f"full_bias_grad_norm/layer_{l + 1:02d}")
         assert steps[0] == 0
         assert values[0] == pytest.approx(np.linalg.norm(b), rel=1e-10)

@@ -27,6 +27,18 @@ def test_sgd_update_is_minus_lr_grad() -> None:
     np.testing.assert_allclose(w, [0.95, -2.1])
 
 
+@pytest.mark.parametrize("name", bpcore.OPTIMIZERS)
+def test_the_updates_a_step_returns_are_the_callers_to_keep(name: str) -> None:
+    w = np.array([1.0, -2.0])
+    opt = bpcore.get_optimizer(name, lr=0.1)
+    first = opt.step([w], [w.copy()])
+    kept = first[0].copy()
+    applied = w.copy()
+    opt.step([w], [np.array([5.0, 5.0])])  # a different update
+    np.testing.assert_array_equal(first[0], kept)
+    np.testing.assert_allclose(applied - kept, [1.0, -2.0])  # it was the update applied
+
+
 def test_momentum_matches_closed_form() -> None:
     # heavy ball on f = ½w²: v₁ = g₀, v₂ = μv₁ + g₁
     w = quadratic_step("momentum", 2, lr=0.1, momentum=0.9)
@@ -125,7 +137,7 @@ def test_fit_reports_requested_steps_and_epochs() -> None:
     _, bp0 = bpcore.MLP([2, 16, 2], activation="tanh", seed=0).loss_and_grads(
         data.x_train[:1], data.y_train[:1], "cross_entropy"
     )
-    assert first.bp.weights[0].shape == bp0.weights[0].shape
+    assert first.bp.dW[0].shape == bp0.dW[0].shape
     assert first.loss == pytest.approx(math.log(2), abs=0.3)
     assert all(np.isfinite(u).all() for u in first.updates)
     assert not all(np.array_equal(a, b) for a, b in zip(params_before, net.params, strict=True))
@@ -164,3 +176,34 @@ def test_regression_evaluation_has_no_accuracy() -> None:
     net = bpcore.MLP([1, 8, 8, 1], activation="relu", output="identity")
     loss, accuracy = bpcore.evaluate(net, data.x_val, data.y_val, "mse")
     assert loss > 0 and accuracy is None
+
+
+def test_what_callbacks_get_is_theirs_to_keep() -> None:
+    """A callback that keeps a step's report (no copy) still holds that step's numbers after
+    training went on: the loop reuses arrays only on steps nobody was shown."""
+    import copy
+
+    class Keep(bpcore.Callback):
+        def __init__(self) -> None:
+            self.kept: list[tuple[bpcore.StepReport, bpcore.Backprop, list[np.ndarray]]] = []
+
+        def wants_step(self, step: int) -> bool:
+            return step % 3 == 0
+
+        def on_step(self, report: bpcore.StepReport) -> None:
+            snapshot = (copy.deepcopy(report.bp), [u.copy() for u in report.updates])
+            self.kept.append((report, *snapshot))
+
+    data = bpcore.make_dataset("spirals", n_samples=200, seed=0)
+    keep = Keep()
+    opt = bpcore.get_optimizer("adam", lr=0.01)
+    bpcore.fit(
+        bpcore.MLP([2, 8, 8, 2], seed=0), data, "cross_entropy", opt, 16, 2, callbacks=[keep]
+    )
+    assert [report.step for report, _, _ in keep.kept] == list(range(0, 20, 3))
+    for report, bp, updates in keep.kept:
+        for field in ("dW", "db", "deltas", "zs", "activations"):
+            for got, then in zip(getattr(report.bp, field), getattr(bp, field), strict=True):
+                np.testing.assert_array_equal(got, then)
+        for got, then in zip(report.updates, updates, strict=True):
+            np.testing.assert_array_equal(got, then)
