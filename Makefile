@@ -28,7 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_plots.py
 
 gallery: $(STAMP)
-	$(BIN)/python -m experiments.gallery
+	$(BIN)/python -m experiments.figures.gallery
 
 # A local MLflow server on PostgreSQL (data in ./mlflow-server/); see `python -m experiments.server -h`
 server: $(STAMP)

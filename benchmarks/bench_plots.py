@@ -46,7 +46,7 @@ def reads(uri: str) -> tuple[float, float, int, int]:
     """(seconds of read_histories, of the per-key reads, runs, metric keys) in this process."""
     from mlflow import MlflowClient
 
-    from experiments.plots import read_histories, select
+    from experiments.figures.runs import read_histories, select
 
     selection = select(uri, "bench_plots", None, "")
     start = time.perf_counter()

@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from experiments import server
-from experiments.audit import audit_sweep
+from experiments.server import service as server
+from experiments.server.audit import audit_sweep
 
 # short runs: 12 optimizer steps, diagnostics every 4 (≈ 130 metric points per run)
 RUN = ["data.n_samples=200", "train.epochs=3", "model.width=8", "log.every_n_steps=4"]

@@ -1,1 +1,16 @@
-"""Hydra apps that sweep bpcore experiments and track them in MLflow."""
+"""The suite around bpcore: train and sweep with Hydra, track in MLflow, draw figures.
+
+    app/          the training app (``python -m experiments.train``): config schema and checks,
+                  the sweep callback, the ``_target_`` check
+    diagnostics/  per-layer gradient-flow metrics, recorded as a run's history
+    tracking/     writing runs to MLflow: the store, a run, the writer process
+    figures/      reading runs back and drawing them (``python -m experiments.plots``)
+    server/       a shared MLflow server on PostgreSQL (``python -m experiments.server``)
+
+Imports go one way: app → diagnostics, tracking; figures → diagnostics, tracking;
+server → diagnostics, tracking; all of them → bpcore.  ``tests/test_imports.py`` checks it.
+"""
+
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Shared fixtures: Hydra's compose API on the project's conf/, and a temp working directory."""
+"""Shared fixtures: Hydra's compose API on the project's conf/."""
 
 from __future__ import annotations
 
@@ -9,18 +9,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from experiments.config import register_configs
-from experiments.tracking import close_spare_writers, stop_writer_server
+from experiments.app.schema import register_configs
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-
-
-@pytest.fixture(scope="session", autouse=True)
-def writer_server() -> Iterator[None]:
-    """The MLflow writer server that the tests start stops with them."""
-    yield
-    close_spare_writers()
-    stop_writer_server()
 
 
 @pytest.fixture(scope="session")

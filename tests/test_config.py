@@ -9,10 +9,10 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 import bpcore
-from experiments.config import ConfigError, build
-from experiments.provenance import config_hash, flat_params, run_name
-from experiments.sweep import swept_keys
-from experiments.targets import foreign_targets
+from experiments.app.setup import ConfigError, build
+from experiments.app.sweep import swept_keys
+from experiments.app.target_check import foreign_targets
+from experiments.tracking.provenance import config_hash, flat_params, run_name
 
 PRESETS = sorted(
     p.stem for p in (Path(__file__).resolve().parents[1] / "conf/experiment").glob("*.yaml")
@@ -21,11 +21,11 @@ PRESETS = sorted(
 
 def test_default_config_builds_a_small_net(compose_config) -> None:
     cfg = compose_config()
-    experiment = build(cfg)
-    assert experiment.hidden == [32, 32, 32]
-    assert experiment.net.layer_sizes == [2, 32, 32, 32, 2]
-    assert experiment.loss == "cross_entropy" and experiment.batch_size == 32
-    assert run_name(cfg, experiment.hidden, experiment.batch_size, []) == "tanh-d3-w32-b32-s0"
+    setup = build(cfg)
+    assert setup.hidden == [32, 32, 32]
+    assert setup.net.layer_sizes == [2, 32, 32, 32, 2]
+    assert setup.loss == "cross_entropy" and setup.batch_size == 32
+    assert run_name(cfg, setup.hidden, setup.batch_size, []) == "tanh-d3-w32-b32-s0"
     params = flat_params(cfg)
     assert params["model.depth"] == "3" and params["activation.name"] == "tanh"
 
@@ -68,21 +68,21 @@ def test_overrides_reach_bpcore(compose_config) -> None:
             "train.reference_batch_size=60",
         ]
     )
-    experiment = build(cfg)
-    assert experiment.net.hidden_activations[0].alpha == 0.2
-    assert experiment.net.init.std == 0.5
-    assert experiment.hidden == [8, 4] and experiment.batch_size == 240
-    assert experiment.optimizer.momentum == 0.5
-    assert experiment.optimizer.lr == pytest.approx(0.1 * 240 / 60)
-    name = run_name(cfg, experiment.hidden, 240, ["activation", "optim.momentum"])
+    setup = build(cfg)
+    assert setup.net.hidden_activations[0].alpha == 0.2
+    assert setup.net.init.std == 0.5
+    assert setup.hidden == [8, 4] and setup.batch_size == 240
+    assert setup.optimizer.momentum == 0.5
+    assert setup.optimizer.lr == pytest.approx(0.1 * 240 / 60)
+    name = run_name(cfg, setup.hidden, 240, ["activation", "optim.momentum"])
     assert name == "leaky_relu-d2-w8x4-b240-s0-normal-moons-momentum-linear-momentum=0.5"
 
 
 def test_sigmoid_output_trains_with_bce(compose_config) -> None:
     """model.output=sigmoid: one sigmoid unit per class and cross-entropy (bce), as in Nielsen."""
-    experiment = build(compose_config(["model.output=sigmoid", "data=digits"]))
-    assert experiment.net.head.name == "sigmoid" and experiment.loss == "bce"
-    assert experiment.net.layer_sizes[-1] == 10
+    setup = build(compose_config(["model.output=sigmoid", "data=digits"]))
+    assert setup.net.head.name == "sigmoid" and setup.loss == "bce"
+    assert setup.net.layer_sizes[-1] == 10
 
 
 def test_param_budget_keeps_the_parameter_count(compose_config) -> None:
@@ -120,9 +120,13 @@ BAD = [
     (["model.dtype=float16"], "model.dtype='float16'"),
     (
         ["mlflow.tracking_uri=file:///tmp/mlruns"],
-        "mlflow.tracking_uri='file:///tmp/mlruns': a URI with scheme sqlite",
+        "mlflow.tracking_uri='file:///tmp/mlruns': not supported.*; use sqlite:///<path>",
     ),
     (["mlflow.tracking_uri=ftp://x"], "mlflow.tracking_uri"),
+    (  # refused before anything runs, the password never shown
+        ["mlflow.tracking_uri=http://alice:s3cret@host:5000"],
+        r"mlflow.tracking_uri='http://alice:\*\*\*@host:5000': contains a password",
+    ),
 ]
 
 
@@ -162,7 +166,8 @@ def test_slurm_preset_fills_submitits_slurm_launcher(compose_config) -> None:
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert (launcher.partition, launcher.timeout_min, launcher.cpus_per_task) == ("cpu", 60, 2)
     assert (launcher.mem_gb, launcher.array_parallelism) == (4, 32)
-    assert cfg.hydra.callbacks.mlflow_sweep._target_ == "experiments.sweep.MlflowSweepCallback"
+    callback = cfg.hydra.callbacks.mlflow_sweep._target_
+    assert callback == "experiments.app.sweep.MlflowSweepCallback"
     assert compose_config(["hydra/launcher=slurm"], hydra=True).hydra.launcher.partition is None
 
 

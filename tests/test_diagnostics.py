@@ -11,10 +11,10 @@ import pytest
 
 import bpcore
 from bpcore.training import minibatches
-from experiments.diagnostics import (
+from experiments.diagnostics.history import History
+from experiments.diagnostics.recorder import (
     BATCH_LOSS,
     DiagnosticsRecorder,
-    History,
     layer_diagnostics,
     metric_keys,
 )

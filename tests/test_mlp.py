@@ -216,3 +216,19 @@ def test_bad_call_arguments() -> None:
     bce_net = bpcore.MLP([3, 4, 1], output="sigmoid")
     with pytest.raises(ValueError, match="loss 'cross_entropy' needs output head softmax"):
         bce_net.loss_and_grads(x, y % 2, "cross_entropy")
+
+
+def test_the_readme_backward_pass_table_shows_the_code_of_mlp_py() -> None:
+    """Every code span in the README's backward-pass table is a line (part) of bpcore/mlp.py."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    section = readme.split("## The backward pass", 1)[1].split("\n## ", 1)[0]
+    table = section.split("|---", 1)[1].split("\n\n", 1)[0]  # the rows below the header
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    spans = [span for row in rows for span in re.findall(r"`([^`]+)`", row.rsplit(" | ", 1)[1])]
+    source = (root / "bpcore" / "mlp.py").read_text()
+    assert len(spans) >= 8
+    assert [span for span in spans if span not in source] == []

@@ -1,10 +1,12 @@
-"""Figures: the style module, the figure data on synthetic histories, and end to end
-`python -m experiments.plots` on a real 4-run sweep in a temporary sqlite store."""
+"""Figures (``experiments.figures``): the style module, the figure data on synthetic histories,
+the registry against the README, and end to end `python -m experiments.plots` on a real 8-run
+sweep in a temporary sqlite store."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,34 +18,40 @@ import numpy as np
 import pytest
 
 import bpcore
-from experiments import figdata as fd
-from experiments import style
-from experiments.diagnostics import History
+from experiments import PROJECT_ROOT
+from experiments.diagnostics.history import History
+from experiments.figures import (
+    activations,
+    batch,
+    boundaries,
+    common,
+    depth,
+    gradients,
+    histograms,
+    losses,
+    registry,
+    style,
+)
+from experiments.figures.common import Data, RunInfo
 
-FIGURES = [
-    "activation_gallery",
-    "gradient_flow",
-    "gradient_heatmaps",
-    "loss_curves",
-    "saturation_dead",
-    "update_ratio",
-    "depth_vs_width",
-    "batch_size",
-    "histograms",
-    "decision_boundaries",
-    "theory_overlay",
-    "layer_moments",
-    "activation_stats",
-]
-ALWAYS = [*FIGURES[:6], "layer_moments", "activation_stats"]  # drawn for any selection
+FIGURES = [kind.name for kind in registry.FIGURES]
+ALWAYS = [kind.name for kind in registry.FIGURES if kind.can_show(Data([], {}, [], []))]
+NOT_IN_SWEEP = {  # what the end-to-end sweep below cannot show, and why
+    "depth_width_heatmap": "one width",
+    "chi1_growth": "fewer than three χ₁",
+    "trainability": "one init",
+    "speed_of_learning": "no log.full_gradient",
+    "steps_vs_batch": "no log.full_gradient",
+}
+SWEEP_FIGURES = [name for name in FIGURES if name not in NOT_IN_SWEEP]
 TINY = ["data.n_samples=200", "train.epochs=3", "model.width=8", "log.every_n_steps=5"]
 
 
-def run_info(name: str, diverged_at: int | None = None, **params: str) -> fd.RunInfo:
+def run_info(name: str, diverged_at: int | None = None, **params: str) -> RunInfo:
     tags = {"diverged": "false"}
     if diverged_at is not None:
         tags = {"diverged": "true", "diverged_at_step": str(diverged_at)}
-    return fd.RunInfo(name, name, {"train.batch_size": "32", **params}, tags)
+    return RunInfo(name, name, {"train.batch_size": "32", **params}, tags)
 
 
 def history(n_layers: int, steps: list[int], epochs: list[int], scale: float = 1.0) -> History:
@@ -96,7 +104,7 @@ def test_save_writes_every_format_with_fixed_metadata(tmp_path: Path) -> None:
         style.save(style.figure(1, 1), tmp_path / "x", ["jpg"])
 
 
-# --- figdata ---
+# --- figure data ---
 
 
 def test_config_keys_leave_out_seeds_and_keys_that_follow_from_others() -> None:
@@ -110,8 +118,8 @@ def test_config_keys_leave_out_seeds_and_keys_that_follow_from_others() -> None:
         for d in ("2", "10")
         for s in ("0", "1")
     ]
-    assert fd.config_keys(runs) == ["activation.name", "model.depth"]
-    groups = fd.group_runs(runs, ["activation.name", "model.depth"])
+    assert common.config_keys(runs) == ["activation.name", "model.depth"]
+    groups = common.group_runs(runs, ["activation.name", "model.depth"])
     assert list(groups) == [
         ("relu", "2"),
         ("relu", "10"),
@@ -119,35 +127,37 @@ def test_config_keys_leave_out_seeds_and_keys_that_follow_from_others() -> None:
         ("leaky_relu", "10"),
     ]
     assert [r.seed for r in groups[("relu", "2")]] == ["0", "1"]
-    label = fd.config_label(["activation.name", "model.depth", "init.name"], ("relu", "2", "he"))
+    label = common.config_label(
+        ["activation.name", "model.depth", "init.name"], ("relu", "2", "he")
+    )
     assert label == "relu, depth=2, init=he"
 
 
 def test_band_aligns_series_and_skips_non_finite_values() -> None:
-    b = fd.band(
+    b = common.band(
         [(np.array([0, 5]), np.array([1.0, np.inf])), (np.array([5, 10]), np.array([3.0, 4.0]))]
     )
     np.testing.assert_array_equal(b.x, [0, 5, 10])
     np.testing.assert_array_equal(b.mean, [1.0, 3.0, 4.0])
     np.testing.assert_array_equal(b.lo, [1.0, 3.0, 4.0])
-    b = fd.band([(np.array([0]), np.array([np.nan])), (np.array([0]), np.array([np.nan]))])
+    b = common.band([(np.array([0]), np.array([np.nan])), (np.array([0]), np.array([np.nan]))])
     assert np.isnan(b.mean).all() and np.isnan(b.hi).all()
 
 
 def test_per_layer_families_and_grad_flow() -> None:
     h = history(3, [0, 5, 10], [5, 10])
-    steps, layers, m = fd.heatmap(h)
+    steps, layers, m = common.per_layer_over_time(h, "grad_norm")
     np.testing.assert_array_equal(steps, [0, 5, 10])
     np.testing.assert_array_equal(layers, [1, 2, 3])
     np.testing.assert_allclose(m[:, 0], [0.1, 0.01, 0.001])
-    _, hidden, sat = fd.per_layer_over_time(h, "saturation")
+    _, hidden, sat = common.per_layer_over_time(h, "saturation")
     assert list(hidden) == [1, 2] and sat.shape == (2, 3)
     runs = [run_info("a")]
-    first = fd.grad_flow({"a": h}, runs, "first")["a"]
-    last = fd.grad_flow({"a": h}, runs, "last")["a"]
+    first = gradients.grad_flow({"a": h}, runs, "first")["a"]
+    last = gradients.grad_flow({"a": h}, runs, "last")["a"]
     np.testing.assert_allclose(last[1], 11 * first[1])
     with pytest.raises(KeyError):
-        fd.per_layer_over_time(h, "act_std")
+        common.per_layer_over_time(h, "act_std")
 
 
 def test_loss_curves_average_seeds_and_mark_where_diverged_runs_stopped() -> None:
@@ -163,7 +173,7 @@ def test_loss_curves_average_seeds_and_mark_where_diverged_runs_stopped() -> Non
         "bad": history(2, [0, 5, 10], [5, 10]),
         "early": history(2, [0], []),  # diverged before its first epoch ended
     }
-    curves = fd.loss_curves(histories, runs, ["activation.name"])
+    curves = losses.loss_curves_of(histories, runs, ["activation.name"])
     assert [c.label for c in curves] == ["sigmoid", "tanh", "relu"]
     relu = curves[2].by_step["val/loss"]
     np.testing.assert_allclose(relu.mean, [0.8, 0.4])  # (2/5 + 6/5) / 2, (2/10 + 6/10) / 2
@@ -182,19 +192,19 @@ def test_panel_runs_keep_every_activation_at_the_last_depth() -> None:
         for a in bpcore.ACTIVATIONS
         for d in ("3", "10")
     ]
-    keys = fd.config_keys(runs)
-    panels, note = fd.panel_runs(runs, keys, 16)
+    keys = common.config_keys(runs)
+    panels, note = common.panel_runs(runs, keys, 16)
     assert [c for c, _ in panels] == [(a, "10") for a in bpcore.ACTIVATIONS]
     assert note == "showing depth=10 only"
-    panels, note = fd.panel_runs(runs, keys, 4)
+    panels, note = common.panel_runs(runs, keys, 4)
     assert len(panels) == 4 and panels[0][0] == ("identity", "3") and "4 of 28" in note
-    few, note = fd.panel_runs(runs[:4], keys, 16)
+    few, note = common.panel_runs(runs[:4], keys, 16)
     assert len(few) == 4 and note == ""
 
 
 def test_activation_curves_cover_the_registry() -> None:
     z = np.linspace(-4, 4, 81)
-    curves = fd.activation_curves(z)
+    curves = activations.activation_curves(z)
     assert list(curves) == list(bpcore.ACTIVATIONS)
     for f, fp, sup in curves.values():
         assert f.shape == fp.shape == z.shape and np.all(fp <= sup + 1e-12)
@@ -217,10 +227,10 @@ def test_final_values_across_depth_and_in_a_depth_by_width_table() -> None:
                     )
                     histories[name] = history(2, [0], [1, 2], scale=float(scale))
     histories["tanh4320"] = history(2, [0], [1, 2], scale=np.inf)  # diverged: left out
-    assert fd.final_value(histories["relu180"], "val/loss") == 8.0  # 2 · scale / epoch 2
-    assert np.isnan(fd.final_value(histories["relu180"], "no/such"))
-    assert np.isnan(fd.final_value(histories["tanh4320"], "val/loss"))
-    lines = fd.across(
+    assert common.final_value(histories["relu180"], "val/loss") == 8.0  # 2 · scale / epoch 2
+    assert np.isnan(common.final_value(histories["relu180"], "no/such"))
+    assert np.isnan(common.final_value(histories["tanh4320"], "val/loss"))
+    lines = depth.across(
         histories, runs, "model.depth", "val/loss", ["activation.name", "model.width"]
     )
     relu8 = lines[("relu", "8")]
@@ -230,34 +240,34 @@ def test_final_values_across_depth_and_in_a_depth_by_width_table() -> None:
     )  # val = 2 · scale / 2 epochs … mean of s=0,1
     np.testing.assert_allclose(relu8.lo, [8.0, 32.0])
     np.testing.assert_allclose(lines[("tanh", "32")].mean, [96.0, 512.0])  # seed 0 diverged
-    depths, widths, matrix = fd.table(histories, runs, "model.depth", "model.width", "val/loss")
+    depths, widths, matrix = depth.table(histories, runs, "model.depth", "model.width", "val/loss")
     assert (depths, widths) == (["1", "4"], ["8", "32"])
     assert matrix[0, 0] == (8 + 16 + 16 + 32) / 4  # relu and tanh, both seeds
     assert matrix[1, 1] == (128 + 256 + 512) / 3  # the diverged run is not averaged in
 
 
 def test_batch_size_curves_and_steps_to_a_target() -> None:
-    assert fd.steps_to_target(np.array([10, 20, 30]), np.array([1.0, 0.5, 0.1]), 0.3) == 25.0
-    assert fd.steps_to_target(np.array([10, 20]), np.array([0.2, 0.1]), 0.3) == 10.0
-    assert np.isnan(fd.steps_to_target(np.array([10, 20]), np.array([np.inf, 0.5]), 0.3))
-    assert fd.steps_to_target(np.array([10, 20]), np.array([np.nan, 0.2]), 0.3) == 20.0
+    assert batch.steps_to_target(np.array([10, 20, 30]), np.array([1.0, 0.5, 0.1]), 0.3) == 25.0
+    assert batch.steps_to_target(np.array([10, 20]), np.array([0.2, 0.1]), 0.3) == 10.0
+    assert np.isnan(batch.steps_to_target(np.array([10, 20]), np.array([np.inf, 0.5]), 0.3))
+    assert batch.steps_to_target(np.array([10, 20]), np.array([np.nan, 0.2]), 0.3) == 20.0
     runs = [
         run_info("b8", **{"train.batch_size": "8", "seed": "0"}),
         run_info("full", **{"train.batch_size": "full", "seed": "0"}),
     ]
     histories = {"b8": history(2, [0], [1, 2]), "full": history(2, [0], [4, 8], scale=2.0)}
-    assert fd.batch_size(runs[0], histories["b8"]) == 8.0
-    assert fd.batch_size(runs[1], histories["full"]) == 32.0  # examples / steps
-    by_examples = fd.loss_against(histories, runs, ["train.batch_size"], fd.EXAMPLES_KEY)
+    assert batch.batch_size_of(runs[0], histories["b8"]) == 8.0
+    assert batch.batch_size_of(runs[1], histories["full"]) == 32.0  # examples / steps
+    by_examples = batch.loss_against(histories, runs, ["train.batch_size"], common.EXAMPLES_KEY)
     np.testing.assert_array_equal(by_examples[("full",)].x, [128, 256])
     np.testing.assert_allclose(by_examples[("full",)].mean, [0.5, 0.25])
-    by_seconds = fd.loss_against(histories, runs, ["train.batch_size"], fd.SECONDS_KEY)
+    by_seconds = batch.loss_against(histories, runs, ["train.batch_size"], common.SECONDS_KEY)
     np.testing.assert_allclose(by_seconds[("8",)].x, [0.01, 0.02])
-    by_step = fd.loss_against(histories, runs, ["train.batch_size"], None)
-    assert fd.default_target(by_step.values(), reached_by=1.0) == 0.5  # best: 0.5 and 0.25
-    assert fd.default_target(by_step.values(), reached_by=0.0) == 0.25
-    assert fd.first_loss_ceiling(by_step.values()) == 1.5 * (1.0 + 0.5) / 2  # first: 1, 0.5
-    assert fd.first_loss_ceiling([fd.band([(np.array([1]), np.array([np.inf]))])]) is None
+    by_step = batch.loss_against(histories, runs, ["train.batch_size"], None)
+    assert batch.default_target(by_step.values(), reached_by=1.0) == 0.5  # best: 0.5 and 0.25
+    assert batch.default_target(by_step.values(), reached_by=0.0) == 0.25
+    assert batch.first_loss_ceiling(by_step.values()) == 1.5 * (1.0 + 0.5) / 2  # first: 1, 0.5
+    assert batch.first_loss_ceiling([common.band([(np.array([1]), np.array([np.inf]))])]) is None
 
 
 def test_layer_histograms_are_fractions_on_bin_centres() -> None:
@@ -274,15 +284,15 @@ def test_layer_histograms_are_fractions_on_bin_centres() -> None:
         5, later, {"activation": np.array([[0, 4], [4, 0]]), "delta": np.array([[1, 1], [2, 2]])}
     )
     assert h.histogram_kinds == ["activation", "delta"]
-    step, centres, fractions = fd.layer_histograms(h, "activation", "first")
+    step, centres, fractions = histograms.layer_histograms(h, "activation", "first")
     assert step == 0
     np.testing.assert_allclose(centres, [[-0.5, 0.5]] * 2)
     np.testing.assert_allclose(fractions, [[0.25, 0.75], [0.5, 0.5]])
-    step, centres, fractions = fd.layer_histograms(h, "delta", "first")
+    step, centres, fractions = histograms.layer_histograms(h, "delta", "first")
     np.testing.assert_allclose(centres, [[1e-3, 1e-1]] * 2)  # geometric: log-spaced bins
     np.testing.assert_allclose(fractions, [[1.0, 0.0], [0.0, 0.0]])  # no counts: zeros, no NaN
-    assert fd.layer_histograms(h, "delta", "last")[0] == 5
-    step, centres, _ = fd.layer_histograms(h, "activation", "last")
+    assert histograms.layer_histograms(h, "delta", "last")[0] == 5
+    step, centres, _ = histograms.layer_histograms(h, "activation", "last")
     np.testing.assert_allclose(centres, [[-1.0, 1.0]] * 2)
 
 
@@ -293,43 +303,39 @@ def test_decision_surface_of_a_known_classifier() -> None:
     net.biases[0][...] = 0.0
     net.weights[1][...] = [[-5.0, 5.0], [0.0, 0.0]]  # class 1 where raw x₁ > μ₁
     net.biases[1][...] = [0.0, 0.0]
-    surface = fd.decision_surface(net, data, resolution=21)
+    surface = boundaries.decision_surface(net, data, resolution=21)
     assert surface.proba.shape == (21, 21, 2) and surface.x.shape == (80, 2)
     np.testing.assert_allclose(surface.x, data.unstandardize(data.x_train))
     right = surface.gx > data.x_mean[0]
     assert (surface.proba[:, right, 1] > 0.5).all() and (surface.proba[:, ~right, 1] < 0.5).all()
     with pytest.raises(ValueError, match="2-D inputs"):
-        fd.decision_surface(net, bpcore.make_dataset("sawtooth"))
+        boundaries.decision_surface(net, bpcore.make_dataset("sawtooth"))
 
 
 def test_run_dataset_rebuilds_the_data_from_params() -> None:
     params = {"data.name": "spirals", "data.n_samples": "120", "data.noise": "0.1"}
     params |= {"data.seed": "4", "data.val_fraction": "0.25", "data.k": "None"}
-    data = fd.run_dataset(params)
+    data = boundaries.run_dataset(params)
     expected = bpcore.make_dataset("spirals", n_samples=120, noise=0.1, seed=4, val_fraction=0.25)
     np.testing.assert_array_equal(data.x_train, expected.x_train)
     np.testing.assert_array_equal(data.y_val, expected.y_val)
 
 
 def test_figures_are_chosen_by_what_the_runs_vary() -> None:
-    from experiments import plots
-
     h = history(2, [0], [1])
     runs = [run_info("a", **{"model.depth": "2"}), run_info("b", **{"model.depth": "4"})]
-    data = plots.Data(runs, {"a": h, "b": h}, ["model.depth"], [(("2",), runs[0])])
-    assert set(plots.chosen(data)) == {*ALWAYS, "depth_vs_width"}
+    data = Data(runs, {"a": h, "b": h}, ["model.depth"], [(("2",), runs[0])])
+    assert set(registry.chosen(data)) == {*ALWAYS, "depth_vs_width"}
     data.keys = ["model.depth", "model.width", "train.batch_size"]
     data.models = {"a": bpcore.MLP([2, 3, 2])}
     h.add_histograms(0, {"activation": np.zeros((2, 3))}, {"activation": np.zeros((2, 2), int)})
     more = {"depth_width_heatmap", "batch_size", "histograms", "decision_boundaries"}
-    assert set(plots.chosen(data)) == {*ALWAYS, "depth_vs_width", *more}
+    assert set(registry.chosen(data)) == {*ALWAYS, "depth_vs_width", *more}
 
 
 @pytest.mark.parametrize("figure", ["depth_width_heatmap", "depth_vs_width"])
 def test_depth_figures_render_per_dataset_and_budget(tmp_path: Path, figure: str) -> None:
     from matplotlib.image import imread
-
-    from experiments import plots
 
     runs, histories = [], {}
     for data in ("spirals", "sawtooth"):
@@ -339,7 +345,7 @@ def test_depth_figures_render_per_dataset_and_budget(tmp_path: Path, figure: str
             histories[runs[-1].run_id] = history(2, [0], [1], scale=float(d * w))
     keys = ["data.name", "model.depth", "model.width"]
     style.apply()
-    fig, shown, used = plots.FIGURES[figure][0](plots.Data(runs, histories, keys, []))
+    fig, shown, used = registry.figure(figure).draw(Data(runs, histories, keys, []))
     (path,) = style.save(fig, tmp_path / figure, ["png"])
     assert imread(path).std() > 0 and shown == runs and "val/loss" in used
     titles = {ax.get_title() for ax in fig.axes} - {""}
@@ -360,10 +366,21 @@ class Sweep:
     run_ids: set[str]
 
 
+SPAWNED = (  # `python -m experiments.plots` with spawned workers (the start method on macOS)
+    "import multiprocessing, sys; multiprocessing.set_start_method('spawn'); "
+    "from experiments.plots import main; main(sys.argv[1:])"
+)
+
+
 def cli(folder: Path, uri: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m *args`` in ``folder`` on the store ``uri``."""
+    return python(folder, uri, "-m", *args)
+
+
+def python(folder: Path, uri: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     return subprocess.run(
-        [sys.executable, "-m", *args],
+        [sys.executable, *args],
         cwd=folder,
         env=env,
         capture_output=True,
@@ -403,7 +420,7 @@ def test_figure_data_equals_what_mlflow_logged(sweep: Sweep) -> None:
 
     client = MlflowClient(sweep.uri)
     run = client.get_run(sorted(sweep.run_ids)[0])
-    info = fd.RunInfo(run.info.run_id, run.info.run_name, run.data.params, run.data.tags)
+    info = RunInfo(run.info.run_id, run.info.run_name, run.data.params, run.data.tags)
     path = client.download_artifacts(info.run_id, "history.npz", str(sweep.folder))
     histories = {info.run_id: History.load(path)}
 
@@ -411,20 +428,20 @@ def test_figure_data_equals_what_mlflow_logged(sweep: Sweep) -> None:
         metrics = sorted(client.get_metric_history(info.run_id, key), key=lambda m: m.step)
         return [m.step for m in metrics], [m.value for m in metrics]
 
-    layers, first = fd.grad_flow(histories, [info], "first")[info.run_id]
+    layers, first = gradients.grad_flow(histories, [info], "first")[info.run_id]
     assert [logged(f"grad_norm/layer_{l:02d}")[1][0] for l in layers] == list(first)
-    steps, _, matrix = fd.heatmap(histories[info.run_id])
+    steps, _, matrix = common.per_layer_over_time(histories[info.run_id], "grad_norm")
     assert logged("grad_norm/layer_02") == (list(steps), list(matrix[1]))
-    (curves,) = fd.loss_curves(histories, [info], [])
+    (curves,) = losses.loss_curves_of(histories, [info], [])
     assert logged("val/loss") == (
         list(curves.by_step["val/loss"].x),
         list(curves.by_step["val/loss"].mean),
     )
     # The decision-boundary panel's net and data are the run's: they give its logged val loss.
-    model = client.download_artifacts(info.run_id, fd.MODEL_FILE, str(sweep.folder))
-    data = fd.run_dataset(info.params)
+    model = client.download_artifacts(info.run_id, boundaries.MODEL_FILE, str(sweep.folder))
+    data = boundaries.run_dataset(info.params)
     loss, accuracy = bpcore.evaluate(
-        fd.load_model(model, info.params), data.x_val, data.y_val, "cross_entropy"
+        boundaries.load_model(model, info.params), data.x_val, data.y_val, "cross_entropy"
     )
     assert (loss, accuracy) == (logged("val/loss")[1][-1], logged("val/accuracy")[1][-1])
 
@@ -438,11 +455,11 @@ def test_plots_cli_writes_every_figure_and_logs_them(sweep: Sweep) -> None:
     done = cli(sweep.folder, sweep.uri, "experiments.plots", "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert "Warning" not in done.stderr, done.stderr
-    expected = [out / f"{name}.{fmt}" for name in FIGURES for fmt in ("png", "pdf")]
+    expected = [out / f"{name}.{fmt}" for name in SWEEP_FIGURES for fmt in ("png", "pdf")]
     assert done.stdout.splitlines()[: len(expected) + 1] == [str(p) for p in expected] + [
         str(out / "manifest.json")
     ]
-    for name in FIGURES:
+    for name in SWEEP_FIGURES:
         pixels = imread(out / f"{name}.png")
         assert pixels.std() > 0 and pixels.shape[1] in (680, 1400), name  # 3.4 or 7.0 in
     manifest = json.loads((out / "manifest.json").read_text())
@@ -457,20 +474,14 @@ def test_plots_cli_writes_every_figure_and_logs_them(sweep: Sweep) -> None:
 
 @pytest.mark.slow
 def test_same_runs_give_identical_pdf_and_svg_bytes(sweep: Sweep) -> None:
+    """Also whatever the workers' start method: the second command spawns them."""
     folders = [sweep.folder / "again_a", sweep.folder / "again_b"]
-    for folder in folders:
-        done = cli(
-            sweep.folder,
-            sweep.uri,
-            "experiments.plots",
-            "--out",
-            str(folder),
-            "--formats",
-            "pdf,svg",
-        )
+    for folder, command in zip(folders, (("-m", "experiments.plots"), ("-c", SPAWNED))):
+        args = ("--out", str(folder), "--formats", "pdf,svg")
+        done = python(sweep.folder, sweep.uri, *command, *args)
         assert done.returncode == 0, done.stderr
     files = sorted(p.name for p in folders[0].iterdir())
-    assert len(files) == 2 * len(FIGURES) + 1
+    assert len(files) == 2 * len(SWEEP_FIGURES) + 1
     for name in files:
         assert (folders[0] / name).read_bytes() == (folders[1] / name).read_bytes(), name
 
@@ -498,17 +509,58 @@ def test_empty_or_unknown_selection_fails_with_one_line(
 def test_the_readme_gallery_is_what_the_gallery_command_writes(
     compose_config: Callable[..., Any],
 ) -> None:
-    """Every image the README shows is a figure a gallery shot draws, and is in docs/."""
-    import re
+    """Every image README.md and docs/*.md show is a figure a gallery shot draws, in docs/;
+    every shot names figures of the registry."""
+    from experiments.figures import gallery
 
-    from experiments import gallery, plots
-
-    readme = (gallery.PROJECT_ROOT / "README.md").read_text()
-    shown = re.findall(r"\((docs/gallery/[\w-]+\.png)\)", readme)
+    shown = []
+    for page in [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]:
+        for link in re.findall(r"!\[[^\]]*\]\(([^)\s]+\.png)\)", page.read_text()):
+            shown.append((page.parent / link).resolve().relative_to(PROJECT_ROOT).as_posix())
     written = [gallery.image(shot, name) for shot in gallery.SHOTS for name in shot.figures]
-    assert sorted(shown) == sorted(written) and len(set(written)) == len(written)
-    assert {name for shot in gallery.SHOTS for name in shot.figures} <= set(plots.FIGURES)
+    assert shown and set(shown) <= set(written) and len(set(written)) == len(written)
+    assert gallery.unknown_figures() == []
+    assert {name for shot in gallery.SHOTS for name in shot.figures} <= set(FIGURES)
     for path in written:
-        assert (gallery.PROJECT_ROOT / path).stat().st_size > 10_000, path
+        assert (PROJECT_ROOT / path).stat().st_size > 10_000, path
     for shot in gallery.SHOTS:
         compose_config(list(shot.sweep))  # each sweep's overrides compose
+
+
+def readme_figure_table() -> list[tuple[str, str, str]]:
+    """The rows (figure, when, what) of the README's figure table, headed
+    "| figure | when | what |"."""
+    lines = (PROJECT_ROOT / "README.md").read_text().splitlines()
+    start = lines.index("| figure | when | what |")
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("| `"):
+            break  # the table's end
+        name, when, what = (cell.strip() for cell in line.strip("|").split(" | "))
+        rows.append((name.strip("`"), when, what.replace("\\|", "|")))
+    return rows
+
+
+def test_the_readme_figure_table_is_the_registry() -> None:
+    """The README table is documentation of the registry: every figure, in its order, with its
+    one-line description; "always" there is what the registry draws for any selection."""
+    table = readme_figure_table()
+    assert [(name, what) for name, _, what in table] == [(k.name, k.what) for k in registry.FIGURES]
+    assert sorted(name for name, when, _ in table if when == "always") == sorted(ALWAYS)
+
+
+def test_histograms_of_a_single_config() -> None:
+    h = history(3, [0, 5], [1])
+    edges = {
+        "activation": np.array([[-1.0, 0.0, 1.0]] * 3),
+        "delta": np.array([[1e-4, 1e-2, 1.0]] * 3),
+    }
+    counts = {"activation": np.ones((3, 2), int), "delta": np.ones((3, 2), int)}
+    for step in (0, 5):
+        h.add_histograms(step, edges, counts)
+    run = run_info("a")
+    data = Data([run], {"a": h}, [], [((), run)])
+    assert histograms.has_histograms(data)
+    style.apply()
+    fig, shown, _ = histograms.histograms(data)
+    assert shown == [run] and style.render(fig, ["png"])["png"].startswith(b"\x89PNG")

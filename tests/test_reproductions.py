@@ -18,9 +18,8 @@ import bpcore
 from bpcore import theory
 from bpcore.inits import NormalBias
 from bpcore.noise_scale import noise_scale
-from experiments.config import Experiment
-from experiments.diagnostics import DiagnosticsRecorder
-from experiments.theory_metrics import mean_field_inputs, slope_metrics, theory_callbacks
+from experiments.diagnostics.recorder import DiagnosticsRecorder
+from experiments.diagnostics.theory import mean_field_inputs, slope_metrics, theory_callbacks
 
 
 @pytest.fixture(autouse=True)
@@ -208,10 +207,10 @@ def test_noise_scale_of_a_real_net_matches_per_example_gradients() -> None:
     )
     g = per_example.mean(axis=0)
     trace = np.sum((per_example - g) ** 2) / (len(per_example) - 1)
-    exp = Experiment(data, net, bpcore.get_optimizer("sgd", 1e-12), "cross_entropy", 8, [16, 16])
     recorder = DiagnosticsRecorder(1)
-    callbacks = [recorder, *theory_callbacks(True, 1, exp, recorder.record)]
-    bpcore.fit(net, data, exp.loss, exp.optimizer, 8, epochs=30, callbacks=callbacks)
+    theory = theory_callbacks(net, data, "cross_entropy", recorder.record, full_gradient_every=1)
+    sgd = bpcore.get_optimizer("sgd", 1e-12)
+    bpcore.fit(net, data, "cross_entropy", sgd, 8, epochs=30, callbacks=[recorder, *theory])
     small = recorder.history.series("noise/grad_sq_small")[1]
     big = recorder.history.series("noise/grad_sq_big")[1]
     est = noise_scale(small, big, 8, len(data.x_train))

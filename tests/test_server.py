@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from experiments import server
-from experiments.audit import audit_sweep
-from experiments.tracking import RunTracker, child_runs
+from experiments.server import service as server
+from experiments.server.audit import audit_sweep
+from experiments.tracking.run import RunTracker
+from experiments.tracking.store import child_runs
 
 pytestmark = pytest.mark.slow
 TINY = ["data.n_samples=200", "train.epochs=3", "model.width=8", "log.every_n_steps=5"]

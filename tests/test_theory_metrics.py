@@ -8,36 +8,35 @@ import numpy as np
 import pytest
 
 import bpcore
-from experiments.config import Experiment
-from experiments.diagnostics import DiagnosticsRecorder
-from experiments.theory_metrics import mean_field_inputs, theory_callbacks
+from experiments.diagnostics.recorder import DiagnosticsRecorder
+from experiments.diagnostics.theory import mean_field_inputs, theory_callbacks
+
+DATA = bpcore.make_dataset("spirals", n_samples=200)
 
 
-def _experiment(hidden: list[int], seed: int = 0) -> Experiment:
-    data = bpcore.make_dataset("spirals", n_samples=200)
-    sizes = [data.n_features, *hidden, data.n_outputs]
-    net = bpcore.MLP(sizes, "tanh", "softmax", "xavier_normal", seed)
-    return Experiment(data, net, bpcore.get_optimizer("sgd", 0.1), "cross_entropy", 16, hidden)
+def _net(hidden: list[int], seed: int = 0) -> bpcore.MLP:
+    sizes = [DATA.n_features, *hidden, DATA.n_outputs]
+    return bpcore.MLP(sizes, "tanh", "softmax", "xavier_normal", seed)
 
 
 def test_mean_field_inputs_need_equal_hidden_layers() -> None:
-    act, sigma_w2, sigma_b2 = mean_field_inputs(_experiment([8, 8, 8]).net) or (None, 0, 0)
+    act, sigma_w2, sigma_b2 = mean_field_inputs(_net([8, 8, 8])) or (None, 0, 0)
     assert act is not None and act.name == "tanh"
     assert (sigma_w2, sigma_b2) == (pytest.approx(1.0), 0.0)  # xavier, fan_in = fan_out: σ_w² = 1
-    assert mean_field_inputs(_experiment([8]).net) is None
-    assert mean_field_inputs(_experiment([8, 16]).net) is None
+    assert mean_field_inputs(_net([8])) is None
+    assert mean_field_inputs(_net([8, 16])) is None
 
 
 def test_logged_theory_and_full_gradient() -> None:
     """Step 0: the full-batch bias gradients are those of the initial net on the whole training
     set (the minibatch update already applied is undone exactly, to rounding); the theory
     family holds the mean-field numbers of the init."""
-    exp = _experiment([8, 8, 8])
+    net = _net([8, 8, 8])
     recorder = DiagnosticsRecorder(5)
-    callbacks = [recorder, *theory_callbacks(True, 5, exp, recorder.record)]
-    bpcore.fit(exp.net, exp.data, exp.loss, exp.optimizer, 16, epochs=2, callbacks=callbacks)
-    fresh = _experiment([8, 8, 8]).net
-    _, bp = fresh.loss_and_grads(exp.data.x_train, exp.data.y_train, "cross_entropy")
+    theory = theory_callbacks(net, DATA, "cross_entropy", recorder.record, full_gradient_every=5)
+    sgd = bpcore.get_optimizer("sgd", 0.1)
+    bpcore.fit(net, DATA, "cross_entropy", sgd, 16, epochs=2, callbacks=[recorder, *theory])
+    _, bp = _net([8, 8, 8]).loss_and_grads(DATA.x_train, DATA.y_train, "cross_entropy")
     history = recorder.history
     for l, b in enumerate(bp.db):
         steps, values = history.series(f"full_bias_grad_norm/layer_{l + 1:02d}")

@@ -1,7 +1,7 @@
 """experiments.tracking against real temporary sqlite stores (no mocks).
 
-The first RunTracker starts the writer server, which imports MLflow (≈ 2–3 s); later ones get
-a writer forked by it.  The slow tests share runs.
+The first run of a process starts its writer, a child process that imports MLflow (≈ 2–3 s);
+later runs of the process reuse it.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import os
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,21 +19,17 @@ import pytest
 from joblib import Parallel, delayed
 from mlflow import MlflowClient
 
-from experiments import tracking
-from experiments.tracking import (
-    PROJECT_ROOT,
-    NullTracker,
-    RunTracker,
+from experiments import PROJECT_ROOT
+from experiments.server.audit import stored_point_counts
+from experiments.tracking.run import KILL_GRACE, RunTracker, close_writer, writer
+from experiments.tracking.store import (
     TrackingError,
-    _server_socket,
     check_tracking_uri,
     child_runs,
-    close_spare_writers,
     default_tracking_uri,
     finish_parent_run,
     prepare_experiment,
     start_parent_run,
-    stop_writer_server,
 )
 
 STEPS, KEYS = 40, [f"grad_norm/layer_{i:02d}" for i in range(30)]
@@ -48,6 +46,20 @@ def plain_run(uri: str, experiment: dict[str, str], name: str) -> RunTracker:
 
 def history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in MlflowClient(uri).get_metric_history(run_id, key)]
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (``ps`` works on Linux and macOS)."""
+    state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True)
+    return state.returncode == 0 and not state.stdout.strip().startswith("Z")
+
+
+def gone(pid: int, seconds: float) -> bool:
+    """Whether process ``pid`` is gone within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not alive(pid)
 
 
 @pytest.mark.parametrize(
@@ -89,14 +101,13 @@ def test_sqlite_parent_directory_is_created(tmp_path: Path) -> None:
         check_tracking_uri(f"sqlite:///{tmp_path}/file/mlflow.db")
 
 
-def test_null_tracker_does_nothing(tmp_path: Path) -> None:
-    with NullTracker() as tracker:
-        tracker.log_metrics(0, {"loss": 1.0})
-        tracker.set_tags({"a": "b"})
-        tracker.log_artifacts(tmp_path / "missing")
-        tracker.end()
-    assert tracker.run_id is None
-    assert list(tmp_path.iterdir()) == []
+@pytest.mark.parametrize(
+    "uri", ["http://alice:s3cret@127.0.0.1:5000", "postgresql+psycopg://mlflow:s3cret@db/mlflow"]
+)
+def test_a_password_in_the_uri_is_refused_without_echoing_it(uri: str) -> None:
+    with pytest.raises(TrackingError, match=r"contains a password.*MLFLOW_TRACKING_PASS") as info:
+        check_tracking_uri(uri)
+    assert "s3cret" not in str(info.value) and ":***@" in str(info.value)
 
 
 def test_finish_parent_run_needs_every_jobs_latest_run_finished(tmp_path: Path) -> None:
@@ -138,28 +149,24 @@ def test_finish_parent_run_needs_every_jobs_latest_run_finished(tmp_path: Path) 
     assert [c.info.status for c in child_runs(uri, orphan)] == ["FAILED"]
 
 
-def job(uri: str, experiment_id: str, parent: str, index: int, folder: str) -> str:
-    """One sweep job, as a Hydra joblib worker would run it."""
+def job(uri: str, experiment_id: str, parent: str, index: int, folder: str) -> tuple[str, int]:
+    """One sweep job, as a Hydra joblib worker would run it: (run id, writer pid)."""
     results = Path(folder) / f"job{index}"
     results.mkdir()
     (results / f"result_{index}.txt").write_text(f"job {index}\n")
     params = {"index": str(index)} | {f"p{i:03d}": str(i) for i in range(150)}  # > 100: split
-    wait = index % 2 == 0  # both ways of starting
     tags = {"job": str(index), "config_hash": str(index)}
+    experiment = {"id": experiment_id}
     tracker = RunTracker(
-        uri,
-        {"id": experiment_id},
-        f"job{index}",
-        parent_run_id=parent,
-        params=params,
-        tags=tags,
-        wait=wait,
+        uri, experiment, f"job{index}", parent_run_id=parent, params=params, tags=tags
     )
     with tracker:
         for step in range(STEPS):
             tracker.log_metrics(step, {key: step + index / 10 for key in KEYS})
-        tracker.log_artifacts(results, "results")
-    return tracker.run_id
+        with tracker.artifact_folder() as run_folder:
+            (run_folder / "results").mkdir()
+            (run_folder / "results" / f"result_{index}.txt").write_text(f"job {index}\n")
+    return tracker.run_id, writer().process.pid
 
 
 @pytest.mark.slow
@@ -169,10 +176,12 @@ def test_parallel_jobs_on_a_fresh_store(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.chdir(cwd)  # the jobs' working directory: nothing may land here
     experiment_id = prepare_experiment(uri, "parallel sweep/1")  # once, before the jobs
     parent = start_parent_run(uri, experiment_id, "sweep", {})
-    with Parallel(n_jobs=4, backend="loky") as parallel:
-        run_ids = parallel(
+    with Parallel(n_jobs=2, backend="loky") as parallel:
+        done = parallel(
             delayed(job)(uri, experiment_id, parent, i, str(tmp_path)) for i in range(4)
         )
+    run_ids, writers = zip(*done, strict=True)
+    assert len(set(writers)) <= 2  # one writer per worker process, reused by its later jobs
     assert finish_parent_run(uri, parent, ["0", "1", "2", "3"]) == "FINISHED"
     children = child_runs(uri, parent)
     assert sorted(r.info.run_id for r in children) == sorted(run_ids)
@@ -187,6 +196,23 @@ def test_parallel_jobs_on_a_fresh_store(tmp_path: Path, monkeypatch: pytest.Monk
         assert uploaded.read_text() == f"job {i}\n"
         assert uploaded.is_relative_to(tmp_path / "db" / "mlartifacts" / "parallel_sweep_1")
     assert list(cwd.iterdir()) == []
+
+
+def test_runs_of_a_process_share_one_writer_child(tmp_path: Path) -> None:
+    uri = store(tmp_path)
+    close_writer()
+    with plain_run(uri, {"name": "shared"}, "first") as first:
+        first.log_metrics(0, {"loss": 1.0})
+    pid = writer().process.pid
+    with plain_run(uri, {"name": "shared"}, "second") as second:
+        second.log_metrics(0, {"loss": 2.0})
+    assert writer().process.pid == pid and alive(pid)
+    ppid = subprocess.run(["ps", "-o", "ppid=", "-p", str(pid)], capture_output=True, text=True)
+    assert int(ppid.stdout) == os.getpid()  # a child of the training process, no daemon
+    assert history(uri, first.run_id, "loss") == [(0, 1.0)]
+    assert history(uri, second.run_id, "loss") == [(0, 2.0)]
+    close_writer()
+    assert gone(pid, 10)  # EOF on its pipe: it leaves
 
 
 def test_a_local_store_gets_the_run_files_in_place(
@@ -225,6 +251,7 @@ def test_exception_fails_the_run_and_keeps_its_metrics(tmp_path: Path) -> None:
     run = MlflowClient(uri).get_run(tracker.run_id)
     assert run.info.status == "FAILED"
     assert run.data.params == {"lr": "0.1"} and run.data.tags["stage"] == "training"
+    assert run.data.tags["error"] == "ZeroDivisionError: division by zero"
     assert history(uri, tracker.run_id, "loss") == [(s, 1 / (s + 1)) for s in range(5)]
     odd = history(uri, tracker.run_id, "odd")
     assert all(math.isnan(v) for _, v in odd[:5]) and odd[5] == (5, 1.7976931348623157e308)
@@ -237,212 +264,133 @@ def test_exception_fails_the_run_and_keeps_its_metrics(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt), interrupted:
         interrupted.log_metrics(0, {"loss": 1.0})
         raise KeyboardInterrupt
-    assert MlflowClient(uri).get_run(interrupted.run_id).info.status == "KILLED"
+    run = MlflowClient(uri).get_run(interrupted.run_id)
+    assert run.info.status == "KILLED" and "unwritten_points" not in run.data.tags
+    assert history(uri, interrupted.run_id, "loss") == [(0, 1.0)]
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_a_run_within_the_grace_time_however_far_behind_the_writer_is(
+    tmp_path: Path,
+) -> None:
+    """Far more metrics than the writer can write in KILL_GRACE seconds (≈ 10k/s): the run ends
+    KILLED in time, and the points it stored plus the ``unwritten_points`` tag are all sent."""
+    uri = store(tmp_path)
+    experiment_id = prepare_experiment(uri, "behind")
+    tracker = plain_run(uri, {"id": experiment_id}, "behind")
+    _ = tracker.run_id  # the writer has started
+    keys = [f"grad_norm/layer_{i:02d}" for i in range(100)]
+    steps = 3000  # 300 000 points: ≈ 30 s of writing
+    with pytest.raises(KeyboardInterrupt), tracker:
+        for step in range(steps):
+            tracker.log_metrics(step, dict.fromkeys(keys, float(step)))
+        started = time.monotonic()
+        raise KeyboardInterrupt
+    waited = time.monotonic() - started
+    assert waited < KILL_GRACE + 1.5
+    run = MlflowClient(uri).get_run(tracker.run_id)
+    assert run.info.status == "KILLED"
+    stored = sum(stored_point_counts(uri, [tracker.run_id]).values())
+    unwritten = int(run.data.tags["unwritten_points"])
+    assert unwritten > 0 and stored + unwritten == steps * len(keys)
 
 
 @pytest.mark.slow
 def test_writer_failures_surface_as_tracking_errors(tmp_path: Path) -> None:
     uri = store(tmp_path)
     experiment_id = prepare_experiment(uri, "writer failures")
-    tracker = plain_run(uri, {"id": experiment_id}, "lost file")
-    tracker.log_metrics(0, {"loss": 1.0})
-    tracker.log_artifacts(tmp_path / "deleted-too-early")  # the upload fails in the writer
-    with pytest.raises(TrackingError, match="writer of run 'lost file' failed"):
-        for step in range(1, 200):  # the error arrives within a few calls
-            tracker.log_metrics(step, {"loss": 1.0})
-            time.sleep(0.01)
-    with pytest.raises(TrackingError, match="failed"):
-        tracker.end()
-    assert MlflowClient(uri).get_run(tracker.run_id).info.status == "FAILED"
-
     with pytest.raises(TrackingError, match="No Experiment with id=999"):
-        plain_run(uri, {"id": "999"}, "nowhere")
+        nowhere = plain_run(uri, {"id": "999"}, "nowhere")
+        _ = nowhere.run_id
 
     killed = plain_run(uri, {"id": experiment_id}, "killed writer")
-    os.kill(killed._writer_pid, signal.SIGKILL)  # as if the OOM killer took it: no hang
-    assert gone(Path(f"/proc/{killed._writer_pid}"), 5)
+    _ = killed.run_id
+    process = writer().process
+    process.kill()  # as if the OOM killer took it: no hang
+    process.wait(5)
+    pid = process.pid
     started = time.perf_counter()
     with pytest.raises(TrackingError, match=r"writer process died"):
         killed.log_metrics(0, {"loss": 1.0})
     with pytest.raises(TrackingError, match="died"):
         killed.end()
     assert time.perf_counter() - started < 5
+    with plain_run(uri, {"id": experiment_id}, "after") as after:  # a new writer
+        after.log_metrics(0, {"loss": 1.0})
+    assert writer().process.pid != pid
+    assert MlflowClient(uri).get_run(after.run_id).info.status == "FINISHED"
 
 
-@pytest.mark.parametrize(
-    "uri", ["http://alice:s3cret@127.0.0.1:5000", "postgresql+psycopg://mlflow:s3cret@db/mlflow"]
-)
-def test_a_password_in_the_uri_is_refused_without_echoing_it(uri: str) -> None:
-    with pytest.raises(TrackingError, match=r"contains a password.*MLFLOW_TRACKING_PASS") as info:
-        check_tracking_uri(uri)
-    assert "s3cret" not in str(info.value) and ":***@" in str(info.value)
-
-
-def parent_pid(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(status.split("PPid:")[1].split()[0])
-
-
-def threads(pid: int) -> int:
-    return len(list(Path(f"/proc/{pid}/task").iterdir()))
-
-
-def gone(path: Path, seconds: float) -> bool:
-    """Whether ``path`` disappears within ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while path.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return not path.exists()
+CHILD = """
+import os, sys
+from experiments.tracking.run import RunTracker, writer
+tracker = RunTracker(sys.argv[1], {"name": "orphan"}, "gone", parent_run_id=None, params={},
+                     tags={})
+for step in range(50):
+    tracker.log_metrics(step, {"loss": float(step)})
+print(tracker.run_id, writer().process.pid, flush=True)
+os.kill(os.getpid(), 9)
+"""
 
 
 @pytest.mark.slow
-def test_one_writer_server_forks_every_writer_and_leaves_when_idle(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    close_spare_writers()
-    stop_writer_server()
-    socket_path = _server_socket()
-    assert not socket_path.exists()
-    monkeypatch.setenv("BPLAB_WRITER_IDLE_SECONDS", "3")
+def test_a_killed_training_process_takes_its_writer_with_it(tmp_path: Path) -> None:
+    """kill -9 of the training process: its writer ends the run KILLED with every point it
+    was sent, and exits (nothing outlives the command)."""
     uri = store(tmp_path)
-    experiment_id = prepare_experiment(uri, "writer server")
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, uri], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    run_id, pid = done.stdout.split()
+    assert gone(int(pid), 10)
+    run = MlflowClient(uri).get_run(run_id)
+    assert run.info.status == "KILLED"
+    assert history(uri, run_id, "loss") == [(s, float(s)) for s in range(50)]
 
-    def writer(name: str) -> tuple[RunTracker, int]:
-        """A run's tracker and its writer's parent (the server), after its first metric."""
-        tracker = plain_run(uri, {"id": experiment_id}, name)
-        tracker.log_metrics(0, {"loss": 1.0})
-        return tracker, parent_pid(tracker._writer_pid)
 
-    first, server = writer("first")
-    assert socket_path.exists() and server != os.getpid()
-    assert threads(server) == 1  # forking is safe
-    first.end()
-    close_spare_writers()  # the next run needs a new writer
-    second, same_server = writer("second")
-    assert same_server == server and second._writer_pid != first._writer_pid
-    second.end()
-    close_spare_writers()
-    client = MlflowClient(uri)
-    for tracker in (first, second):
-        assert client.get_run(tracker.run_id).info.status == "FINISHED"
-        assert history(uri, tracker.run_id, "loss") == [(0, 1.0)]
-    assert gone(socket_path, 10) and gone(Path(f"/proc/{server}"), 5)  # idle for 3 s: left
-
-    killed, killed_server = writer("server killed")  # a new server
-    os.kill(killed_server, signal.SIGKILL)  # its socket stays behind; its writer works on
-    assert gone(Path(f"/proc/{killed_server}"), 5)  # until it has died it still takes connections
-    killed.end()
-    assert socket_path.exists()
-    close_spare_writers()
-    after, new_server = writer("after the kill")
-    assert new_server != killed_server
-    after.end()
-    assert client.get_run(after.run_id).info.status == "FINISHED"
-    stop_writer_server()
-    assert not socket_path.exists() and gone(Path(f"/proc/{new_server}"), 5)
+PORTABLE = """
+import multiprocessing, os, sys
+multiprocessing.set_start_method("spawn")  # macOS's default
+for name in ("sched_getaffinity", "sched_setaffinity"):  # absent on macOS
+    if hasattr(os, name):
+        delattr(os, name)
+from hydra import compose, initialize_config_dir
+from experiments.app.schema import register_configs
+from experiments.app.train import train
+register_configs()
+with initialize_config_dir(config_dir=sys.argv[1], version_base="1.3"):
+    overrides = ["train.epochs=2", "data.n_samples=200", "mlflow.tracking_uri=" + sys.argv[2]]
+    cfg = compose("config", overrides)
+outcome = train(cfg)
+print(outcome.status)
+"""
 
 
 @pytest.mark.slow
-def test_writers_take_the_training_process_directory_umask_and_stderr(
+def test_a_tracked_run_needs_no_linux_only_call(tmp_path: Path) -> None:
+    uri = store(tmp_path)
+    conf = str(PROJECT_ROOT / "conf")
+    done = subprocess.run(
+        [sys.executable, "-c", PORTABLE, conf, uri], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "FINISHED", done.stderr
+    (run,) = MlflowClient(uri).search_runs(
+        [MlflowClient(uri).get_experiment_by_name("default").experiment_id]
+    )
+    assert run.info.status == "FINISHED" and "val/loss" in run.data.metrics
+
+
+@pytest.mark.slow
+def test_the_writer_works_in_the_training_process_directory_and_stderr(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    close_spare_writers()
+    close_writer()  # a writer started here, now
     uri = "sqlite:///relative/mlflow.db"
-    check_tracking_uri(uri)  # creates relative/ here
-    with plain_run(uri, {"name": "here"}, "here"):
-        pass  # the writer server runs from now on, with our umask of now
+    with plain_run(uri, {"name": "here"}, "here") as t:
+        t.log_metrics(0, {"loss": 1.0})
     assert (tmp_path / "relative" / "mlflow.db").is_file()
     assert "Creating initial MLflow database tables" in capfd.readouterr().err
-    close_spare_writers()
-    (tmp_path / "files").mkdir()
-    (tmp_path / "files" / "result.txt").write_text("42\n")
-    umask = os.umask(0o027)  # a lab's shared store: group may read, others nothing
-    try:
-        with plain_run(uri, {"name": "here"}, "here") as t:
-            t.log_artifacts(tmp_path / "files")
-    finally:
-        os.umask(umask)
-    (uploaded,) = (tmp_path / "relative" / "mlartifacts").rglob("result.txt")
-    assert uploaded.read_text() == "42\n"
-    assert (uploaded.parent.stat().st_mode & 0o777) == 0o750  # made by the writer
-
-
-def cpus_of(pid: int) -> set[int]:
-    return os.sched_getaffinity(pid)
-
-
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
-def test_writers_take_the_cpus_of_the_training_process(tmp_path: Path) -> None:
-    uri = store(tmp_path)
-    with plain_run(uri, {"name": "cpus"}, "all") as t:
-        assert cpus_of(t._writer_pid) == os.sched_getaffinity(0)  # the server runs from now on
-    close_spare_writers()
-    everywhere = os.sched_getaffinity(0)
-    one = {min(everywhere)}
-    os.sched_setaffinity(0, one)  # taskset -c / srun --cpu-bind for this process only
-    try:
-        with plain_run(uri, {"name": "cpus"}, "one") as t:
-            assert cpus_of(t._writer_pid) == one
-    finally:
-        os.sched_setaffinity(0, everywhere)
-    close_spare_writers()
-    with plain_run(uri, {"name": "cpus"}, "all again") as t:
-        assert cpus_of(t._writer_pid) == everywhere
-    close_spare_writers()
-
-
-@pytest.mark.parametrize("idle", ["soon", "-1", "inf"])
-def test_a_bad_writer_idle_time_is_refused(idle: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    close_spare_writers()
-    monkeypatch.setenv("BPLAB_WRITER_IDLE_SECONDS", idle)
-    with pytest.raises(TrackingError, match=rf"BPLAB_WRITER_IDLE_SECONDS='{idle}'.*seconds ≥ 0"):
-        plain_run("sqlite:///x.db", {"id": "0"}, "r")
-
-
-def test_a_writer_server_that_cannot_start_is_reported_with_its_log(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    close_spare_writers()
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # a folder of our own: no server
-    monkeypatch.setattr(tracking, "_SERVE", "import sys; sys.exit('no MLflow here')")
-    with pytest.raises(TrackingError, match=r"writer server did not start \(see .*\.log\)") as e:
-        RunTracker(store(tmp_path), {"id": "0"}, "r", parent_run_id=None, params={}, tags={})
-    log = Path(str(e.value).split("(see ")[1].rstrip(")"))
-    assert log.read_text().strip() == "no MLflow here"
-
-
-def test_a_stop_while_the_server_forks_a_writer_stops_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The writer of a stop request signals the server at once, while it may still be in
-    os.fork(): there a raised exception was swallowed and the server lived on."""
-    close_spare_writers()
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # a server of our own
-    stop_in_fork = "os.register_at_fork(after_in_parent=lambda: os.kill(os.getpid(), 15))"
-    monkeypatch.setattr(tracking, "_SERVE", f"import os; {stop_in_fork}; {tracking._SERVE}")
-    uri = store(tmp_path)
-    with plain_run(uri, {"name": "x"}, "r") as t:
-        t.log_metrics(0, {"loss": 1.0})
-    assert gone(_server_socket(), 10)  # stopped as it forked this run's writer
-    assert history(uri, t.run_id, "loss") == [(0, 1.0)]  # which finished the run
-    close_spare_writers()
-
-
-def test_a_shared_writer_folder_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    close_spare_writers()
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    folder = tmp_path / f"bplab-writers-{os.getuid()}"
-    folder.mkdir()
-    folder.chmod(0o755)  # others could connect and read what a writer is sent
-    with pytest.raises(TrackingError, match="is not private to you"):
-        RunTracker(store(tmp_path), {"id": "0"}, "r", parent_run_id=None, params={}, tags={})
-
-
-def test_each_slurm_job_gets_its_own_writer_server(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
-    here = _server_socket()
-    monkeypatch.setenv("SLURM_JOB_ID", "101")
-    first = _server_socket()
-    monkeypatch.setenv("SLURM_JOB_ID", "102")  # the next task of an array, maybe on this node
-    assert len({here, first, _server_socket()}) == 3
+    assert history(f"sqlite:///{tmp_path}/relative/mlflow.db", t.run_id, "loss") == [(0, 1.0)]
+    close_writer()

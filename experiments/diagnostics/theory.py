@@ -36,9 +36,9 @@ import numpy as np
 
 import bpcore
 from bpcore import theory
+from bpcore.activations import Array
 from bpcore.noise_scale import noise_scale
-from experiments.config import Experiment
-from experiments.diagnostics import layer_tag, norm
+from experiments.diagnostics.recorder import layer_tag, norm
 
 Record = Callable[[str, int, Mapping[str, float]], None]  # (family, step, metrics)
 NOISE_WINDOW = 10  # logged steps averaged before the ratio B_simple = tr(Σ)/|G|²
@@ -102,7 +102,9 @@ class FullGradient(bpcore.Callback):
             loss, full = report.loss, report.bp
         else:
             before = copy.copy(report.net)  # the parameters the minibatch gradient was taken at
-            params = [p - dp for p, dp in zip(report.net.params, report.updates, strict=True)]
+            params: list[Array] = [
+                p - u for p, u in zip(report.net.params, report.updates, strict=True)
+            ]
             before.weights, before.biases = params[: before.n_layers], params[before.n_layers :]
             loss, full = before.loss_and_grads(self.data.x_train, self.data.y_train, self.loss)
         metrics = {"train/full_loss": loss}
@@ -126,11 +128,16 @@ def _squared_norm(bp: bpcore.Backprop) -> float:
 
 
 def theory_callbacks(
-    full_gradient: bool, every_n_steps: int, experiment: Experiment, record: Record
+    net: bpcore.MLP,
+    data: bpcore.Dataset,
+    loss: str,
+    record: Record,
+    full_gradient_every: int | None = None,
 ) -> list[bpcore.Callback]:
-    """TheoryMetrics when the theory applies to the net; FullGradient if asked for."""
-    inputs = mean_field_inputs(experiment.net)
+    """TheoryMetrics when the theory applies to ``net``; FullGradient every
+    ``full_gradient_every`` steps if given."""
+    inputs = mean_field_inputs(net)
     callbacks: list[bpcore.Callback] = [] if inputs is None else [TheoryMetrics(inputs, record)]
-    if full_gradient:
-        callbacks.append(FullGradient(every_n_steps, experiment.data, experiment.loss, record))
+    if full_gradient_every is not None:
+        callbacks.append(FullGradient(full_gradient_every, data, loss, record))
     return callbacks

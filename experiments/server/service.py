@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from experiments.provenance import PROJECT_ROOT
+from experiments import PROJECT_ROOT
 
 DEFAULT_DIR = PROJECT_ROOT / "mlflow-server"
 DATABASE = ROLE = "mlflow"
@@ -364,7 +364,3 @@ def main(argv: list[str] | None = None) -> None:
             print(f"stopped the MLflow server and PostgreSQL of {args.dir.absolute()}")
     except ServerError as error:
         sys.exit(f"error: {error}")
-
-
-if __name__ == "__main__":
-    main()

@@ -11,8 +11,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from experiments.diagnostics import HISTORY_FILE, History
-from experiments.tracking import child_runs, fetch_artifact
+from experiments.diagnostics.history import HISTORY_FILE, History
+from experiments.tracking.store import child_runs, fetch_artifact
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """Regenerate the README's figure gallery, ``docs/gallery/*.png``, from real sweeps.
 
-    python -m experiments.gallery        # or: make gallery  (≈ 12 min on 2 cores)
+    python -m experiments.figures.gallery    # or: make gallery  (≈ 12 min on 2 cores)
 
-Runs each sweep of ``SHOTS`` with ``python -m experiments.train -m`` into its own store,
+Checks first that every figure a shot names is in ``experiments.figures.registry``; then runs
+each sweep of ``SHOTS`` with ``python -m experiments.train -m`` into its own store,
 ``outputs/gallery/mlflow.db`` (browse it with ``mlflow ui``), draws its figures with
 ``python -m experiments.plots`` into ``outputs/gallery/<name>/`` and copies the ones the README
 shows to ``docs/gallery/<sweep>-<figure>.png``.  The commands are exactly a user's: nothing
@@ -17,7 +18,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from experiments.provenance import PROJECT_ROOT
+from experiments import PROJECT_ROOT
+from experiments.figures.registry import FIGURES
 
 WORK = PROJECT_ROOT / "outputs" / "gallery"
 DOCS = PROJECT_ROOT / "docs" / "gallery"
@@ -61,6 +63,12 @@ def image(shot: Shot, figure: str) -> str:
     return f"docs/gallery/{shot.name}-{figure}.png"
 
 
+def unknown_figures() -> list[str]:
+    """The figure names of ``SHOTS`` that the registry does not know, as ``shot:figure``."""
+    known = {kind.name for kind in FIGURES}
+    return [f"{s.name}:{f}" for s in SHOTS for f in s.figures if f not in known]
+
+
 def _run(env: dict[str, str], *args: str) -> None:
     print("$ python -m " + " ".join(args), flush=True)
     subprocess.run([sys.executable, "-m", *args], env=env, cwd=PROJECT_ROOT, check=True)
@@ -68,6 +76,9 @@ def _run(env: dict[str, str], *args: str) -> None:
 
 def main() -> None:
     """Run every shot's sweep, plot it, copy its PNGs to docs/gallery/."""
+    unknown = unknown_figures()
+    if unknown:  # before 12 minutes of sweeps, and before docs/gallery/ is emptied
+        sys.exit(f"error: no such figure in experiments.figures.registry: {', '.join(unknown)}")
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     shutil.rmtree(DOCS, ignore_errors=True)  # no stale image outlives its shot

@@ -1,28 +1,26 @@
-"""The config schema (Hydra structured configs) and the one place its values are checked.
+"""Turn a composed config into the bpcore objects of a run, checking every value on the way.
 
-Config groups are the axes users vary: ``activation=``, ``init=``, ``data=``, ``optim=``, one
-option per name in bpcore's registries (so the choices can never disagree with what bpcore
-builds).  ``build(cfg)`` turns a composed config into bpcore objects; every value it rejects is
-reported as a ``ConfigError`` naming the key, the value and what is allowed.  The launching
-process runs it on every job of a sweep before anything is logged.
+``build(cfg)`` reports each value it rejects as a ``ConfigError`` naming the key, the value and
+what is allowed.  The launching process runs it on every job of a sweep before anything is
+logged.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import DictConfig
 
 import bpcore
 from bpcore.inits import BiasInit
 from bpcore.optim import LR_SCALING, Optimizer
-from experiments.tracking import ALLOWED_SCHEMES
+from experiments.tracking.store import masked, uri_problem
 
-PARAMETRIZED_ACTIVATIONS = {"leaky_relu": 0.01, "elu": 1.0}  # name → default alpha
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -35,105 +33,7 @@ class ConfigError(ValueError):
 
 
 @dataclass
-class ActivationConf:
-    name: str = MISSING  # one of bpcore.ACTIVATIONS
-    alpha: float | None = None  # negative slope / saturation level: leaky_relu and elu only
-
-
-@dataclass
-class InitConf:
-    name: str = MISSING  # one of bpcore.INITIALIZERS
-    gain: float = 1.0  # multiplies the std / limit
-    std: float | None = None  # normal only
-    limit: float | None = None  # uniform only (default 1/√fan_in)
-    bias_std: float = 0.0  # 0: biases start at 0; > 0: biases ~ N(0, bias_std²)
-
-
-@dataclass
-class DataConf:
-    name: str = MISSING  # one of bpcore.DATASETS
-    n_samples: int | None = None  # None: the dataset's default
-    noise: float | None = None  # None: the dataset's default
-    seed: int = 0
-    val_fraction: float = 0.2
-    k: int | None = None  # sawtooth: tent-map compositions (2^k linear pieces)
-
-
-@dataclass
-class OptimConf:
-    name: str = MISSING  # one of bpcore.OPTIMIZERS
-    lr: float = 0.1
-    momentum: float = 0.9  # momentum only
-    nesterov: bool = False  # momentum only
-
-
-@dataclass
-class ModelConf:
-    depth: int = 3  # hidden layers: a net has depth + 1 weight matrices
-    width: int = 32  # units per hidden layer
-    hidden: list[int] | None = None  # explicit hidden widths; overrides depth and width
-    param_budget: int | None = None  # if set: width chosen so every depth has ≈ this many params
-    dtype: str = "float64"
-    output: str | None = None  # None: softmax (classification) / identity (regression); sigmoid
-
-
-@dataclass
-class TrainConf:
-    batch_size: Any = 32  # an integer, or "full" (the whole training set)
-    epochs: int = 30
-    max_steps: int | None = None  # stop after this many optimizer steps
-    lr_scaling: str = "none"  # none | linear | sqrt, relative to reference_batch_size
-    reference_batch_size: int = 32
-
-
-@dataclass
-class LogConf:
-    every_n_steps: int = 100  # diagnostics at step 0 and every n optimizer steps
-    histograms: bool = False  # per-layer activation/gradient histograms (history file only)
-    full_gradient: bool = False  # also the training-set gradient and noise scale (theory_metrics)
-
-
-@dataclass
-class MlflowConf:
-    enabled: bool = True  # false: train and print, log nothing
-    tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else <project>/mlflow.db
-    experiment_name: str = "default"
-    # sweeps: skip each job that already FINISHED in this experiment with the same config (tag
-    # config_hash), re-run the FAILED, KILLED and never-ended ones under the same parent run
-    resume: bool = False
-
-
-@dataclass
-class Config:
-    activation: ActivationConf = field(default_factory=ActivationConf)
-    init: InitConf = field(default_factory=InitConf)
-    data: DataConf = field(default_factory=DataConf)
-    optim: OptimConf = field(default_factory=OptimConf)
-    model: ModelConf = field(default_factory=ModelConf)
-    train: TrainConf = field(default_factory=TrainConf)
-    log: LogConf = field(default_factory=LogConf)
-    mlflow: MlflowConf = field(default_factory=MlflowConf)
-    seed: int = 0  # network init and minibatch order
-    preset: str = "default"  # the experiment preset, for names
-
-
-def register_configs() -> None:
-    """Put the schema and one option per registry entry into Hydra's ConfigStore."""
-    cs = ConfigStore.instance()
-    cs.store(name="schema", node=Config)
-    for name in bpcore.ACTIVATIONS:
-        alpha = PARAMETRIZED_ACTIVATIONS.get(name)
-        cs.store(group="activation", name=name, node=ActivationConf(name=name, alpha=alpha))
-    for name in bpcore.INITIALIZERS:
-        cs.store(group="init", name=name, node=InitConf(name=name))
-    for name in bpcore.DATASETS:
-        cs.store(group="data", name=name, node=DataConf(name=name))
-    for name in bpcore.OPTIMIZERS:
-        cs.store(group="optim", name=name, node=OptimConf(name=name))
-
-
-@dataclass
-class Experiment:
+class Setup:
     """Everything a run needs, built and checked from a config."""
 
     data: bpcore.Dataset
@@ -144,7 +44,7 @@ class Experiment:
     hidden: list[int]
 
 
-def build(cfg: DictConfig) -> Experiment:
+def build(cfg: DictConfig) -> Setup:
     """bpcore objects for ``cfg``; raises ConfigError for any value bpcore or the schema rejects."""
     _check_positive_ints(cfg)
     data = _dataset(cfg.data)
@@ -162,8 +62,8 @@ def build(cfg: DictConfig) -> Experiment:
     net_args = (sizes, activation, output, init, cfg.seed, cfg.model.dtype, bias)
     net = _rejecting("model.dtype", cfg.model.dtype, bpcore.MLP, *net_args)
     optimizer = _optimizer(cfg, batch_size)
-    check_tracking_scheme(cfg.mlflow.tracking_uri)
-    return Experiment(data, net, optimizer, loss, batch_size, hidden)
+    _check_tracking_uri(cfg.mlflow.tracking_uri)
+    return Setup(data, net, optimizer, loss, batch_size, hidden)
 
 
 HEAD_LOSS = {"softmax": "cross_entropy", "sigmoid": "bce"}  # classification heads, their loss
@@ -224,11 +124,11 @@ def _n_params(n_in: int, width: int, depth: int, n_out: int) -> int:
     return (n_in + 1) * width + (depth - 1) * (width + 1) * width + (width + 1) * n_out
 
 
-def check_tracking_scheme(uri: str | None) -> None:
-    """Only stores MLflow 3 writes to: sqlite, PostgreSQL, or a tracking server."""
-    if uri is not None and uri.split(":", 1)[0].split("+", 1)[0] not in ALLOWED_SCHEMES:
-        allowed = f"a URI with scheme {', '.join(ALLOWED_SCHEMES)} (e.g. sqlite:///mlflow.db)"
-        raise ConfigError("mlflow.tracking_uri", uri, allowed)
+def _check_tracking_uri(uri: str | None) -> None:
+    """Only stores MLflow 3 writes to (sqlite, PostgreSQL, a tracking server), no password."""
+    problem = None if uri is None else uri_problem(uri)
+    if uri is not None and problem is not None:
+        raise ConfigError("mlflow.tracking_uri", masked(uri), problem)
 
 
 def _check_positive_ints(cfg: DictConfig) -> None:
@@ -279,7 +179,7 @@ def _bias_init(bias_std: float) -> BiasInit:
     )
 
 
-def _rejecting(key: str, value: Any, make: Any, *args: Any, **kwargs: Any) -> Any:
+def _rejecting(key: str, value: Any, make: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """``make(*args, **kwargs)``, with bpcore's ValueError reported against config ``key``."""
     try:
         return make(*args, **kwargs)

@@ -32,9 +32,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from experiments.config import ConfigError, build
-from experiments.provenance import config_hash, git_commit
-from experiments.tracking import (
+from experiments.app.setup import ConfigError, build
+from experiments.tracking.provenance import config_hash, git_commit
+from experiments.tracking.store import (
     TrackingError,
     browse_hint,
     default_tracking_uri,

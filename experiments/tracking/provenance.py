@@ -6,12 +6,12 @@ import hashlib
 import json
 import subprocess
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from experiments import PROJECT_ROOT
+
 DEFAULTS = {"init": "xavier_normal", "data": "spirals", "optim": "sgd", "train.lr_scaling": "none"}
 
 
@@ -47,7 +47,7 @@ def flat_params(cfg: DictConfig) -> dict[str, str]:
 def config_hash(cfg: DictConfig) -> str:
     """A job's identity for ``mlflow.resume``: 16 hex digits of the resolved config, without
     ``mlflow.*`` (where it is logged, not what it trains) and Hydra's own settings."""
-    keys = [key for key in cfg if key not in ("hydra", "mlflow")]
+    keys = [str(key) for key in cfg if key not in ("hydra", "mlflow")]
     params = flat_params(OmegaConf.masked_copy(cfg, keys))
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -1,0 +1,208 @@
+"""``batch_size`` (loss against examples, steps and seconds per batch size; steps to a target)
+and ``steps_vs_batch`` (McCandlish et al. 2018: the fewest steps to a training-set loss per
+batch size, with the fit S = S_min (1 + B_noise/B); the noise_scale preset)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bpcore.noise_scale import fit_steps_vs_batch
+from experiments.diagnostics.history import FloatArray, History
+from experiments.figures import style
+from experiments.figures.common import (
+    BATCH_KEY,
+    EXAMPLES_KEY,
+    LOSS_KEYS,
+    SECONDS_KEY,
+    STEP,
+    Band,
+    Built,
+    Config,
+    Data,
+    RunInfo,
+    against,
+    band,
+    config_label,
+    examples_per_step,
+    finite_or_nan,
+    group_runs,
+    log_if_decades,
+    runs_with,
+    with_band,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+FULL_LOSS = "train/full_loss"  # the training-set loss, recorded with log.full_gradient
+TARGET_LOSS = 0.2  # steps_vs_batch unless Data.target_loss: the noise_scale runs all reach it
+
+
+def batch_size_of(run: RunInfo, history: History) -> float:
+    """The run's batch size; for ``full``, the examples per step of its epoch records."""
+    value = run.params.get(BATCH_KEY, "")
+    return float(value) if value.isdigit() else examples_per_step(history)
+
+
+def loss_against(
+    histories: Mapping[str, History],
+    runs: Sequence[RunInfo],
+    group_by: Sequence[str],
+    x_key: str | None,
+    key: str = LOSS_KEYS[0],
+) -> dict[Config, Band]:
+    """Per config: ``key`` (epoch records) against the step (``x_key`` None) or another epoch
+    metric such as examples seen or seconds; mean and min–max over seeds."""
+    return {
+        config: band([against(histories[r.run_id], key, x_key) for r in group])
+        for config, group in group_runs(runs, group_by).items()
+    }
+
+
+def first_loss_ceiling(curves: Iterable[Band], margin: float = 1.5) -> float | None:
+    """A y-axis top for loss curves: ``margin`` × the median over configs of their first mean
+    loss, so runs that blow up leave the chart instead of flattening the others; None if no
+    config has a finite first value."""
+    firsts = [float(b.mean[0]) for b in curves if b.mean.size and np.isfinite(b.mean[0])]
+    return margin * float(np.median(firsts)) if firsts else None
+
+
+def steps_to_target(steps: NDArray[np.generic], loss: FloatArray, target: float) -> float:
+    """The first step where ``loss`` ≤ ``target``, linearly interpolated between the two
+    records around the crossing; NaN if never reached."""
+    x, y = np.asarray(steps, dtype=np.float64), finite_or_nan(loss)
+    below = np.flatnonzero(y <= target)
+    if not below.size:
+        return math.nan
+    i = int(below[0])
+    if i == 0 or np.isnan(y[i - 1]):
+        return float(x[i])
+    return float(x[i - 1] + (y[i - 1] - target) / (y[i - 1] - y[i]) * (x[i] - x[i - 1]))
+
+
+def default_target(curves: Iterable[Band], reached_by: float = 0.5) -> float:
+    """A target loss that about ``reached_by`` of the configs reach: that quantile of the
+    configs' best mean loss (configs that never had a finite loss left out)."""
+    best = [np.nanmin(b.mean) for b in curves if not np.isnan(b.mean).all()]
+    return float(np.quantile(best, reached_by)) if best else math.nan
+
+
+def best_steps(
+    runs: Sequence[RunInfo], histories: Mapping[str, History], target: float = TARGET_LOSS
+) -> tuple[FloatArray, FloatArray]:
+    """(batch sizes, fewest steps to ``target`` of the training-set loss over the runs of each
+    batch size), by batch size; runs that never reach it are left out."""
+    best: dict[float, float] = {}
+    for run in runs:
+        h = histories[run.run_id]
+        s = steps_to_target(*h.series(FULL_LOSS), target)
+        b = batch_size_of(run, h)
+        if not math.isnan(s):
+            best[b] = min(best.get(b, math.inf), s)
+    batches = np.array(sorted(best), dtype=np.float64)
+    return batches, np.array([best[b] for b in batches], dtype=np.float64)
+
+
+def batch_varies(data: Data) -> bool:
+    return BATCH_KEY in data.keys
+
+
+def has_full_loss(data: Data) -> bool:
+    """Some run recorded the training-set loss (``log.full_gradient``)."""
+    return bool(runs_with(data, FULL_LOSS))
+
+
+def batch_size(data: Data) -> Built:
+    """Train loss against examples seen, steps and seconds, one line per batch size (colour)
+    and rule (line style); steps to reach a target loss against batch size."""
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import NullFormatter
+
+    batch_first = [BATCH_KEY, *[k for k in data.keys if k != BATCH_KEY]]
+    groups = group_runs(data.runs, batch_first)
+    batches = list(dict.fromkeys(c[0] for c in groups))
+    rests = list(dict.fromkeys(c[1:] for c in groups))
+    colours = dict(zip(batches, style.ordered_colours(len(batches)), strict=True))
+
+    def look(config: Config) -> dict[str, Any]:
+        linestyle = style.LINESTYLES[rests.index(config[1:]) % len(style.LINESTYLES)]
+        return {"color": colours[config[0]], "linestyle": linestyle, "lw": 1.0}
+
+    fig = style.figure(style.TWO_COLUMN, 4.2)
+    axes = fig.subplots(2, 2)
+    panels: list[tuple[Axes, str | None, str]] = [
+        (axes[0, 0], EXAMPLES_KEY, "examples seen"),
+        (axes[0, 1], None, STEP),
+        (axes[1, 0], SECONDS_KEY, "wall time (s)"),
+    ]
+    curves = {
+        x_key: loss_against(data.histories, data.runs, batch_first, x_key) for _, x_key, _ in panels
+    }
+    for ax, x_key, xlabel in panels:
+        for config, b in curves[x_key].items():
+            with_band(ax, b, **look(config))
+        log_if_decades(ax, list(curves[x_key].values()))
+        ax.set_ylim(top=first_loss_ceiling(curves[x_key].values()))  # diverging runs leave the top
+        ax.set(xlabel=xlabel, ylabel="train loss")
+        ax.set_xscale("linear" if x_key == EXAMPLES_KEY else "log")
+    by_step = curves[None]
+    target = data.target_loss if data.target_loss is not None else default_target(by_step.values())
+    ax = axes[1, 1]
+    for i, rest in enumerate(rests):
+        points = []
+        for config, b in by_step.items():
+            if config[1:] == rest:
+                run = groups[config][0]
+                size = batch_size_of(run, data.histories[run.run_id])
+                points.append((size, steps_to_target(b.x, b.mean, target)))
+        x, y = np.array(points).T
+        kw = {"color": "0.2", "linestyle": style.LINESTYLES[i % len(style.LINESTYLES)]}
+        ax.plot(x, y, marker=style.MARKERS[i % len(style.MARKERS)], **kw)
+    ax.set(xscale="log", yscale="log", xlabel="batch size (examples per step)")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter("{x:g}")
+        axis.set_minor_formatter(NullFormatter())
+    ax.set(ylabel="steps to reach it", title=f"target: train loss ≤ {target:.3g}")
+
+    handles = [Line2D([], [], color=colours[b], label=f"batch {b}") for b in batches]
+    rest_keys = batch_first[1:]
+    if rest_keys:
+        handles += [
+            Line2D(
+                [],
+                [],
+                color="0.2",
+                linestyle=look((batches[0], *r))["linestyle"],
+                label=config_label(rest_keys, r),
+            )
+            for r in rests
+        ]
+    style.legend(fig, handles)
+    return fig, data.runs, [LOSS_KEYS[0], EXAMPLES_KEY, SECONDS_KEY]
+
+
+def steps_vs_batch(data: Data) -> Built:
+    """Fewest steps to the target loss per batch size and the fit S = S_min (1 + B_noise/B)."""
+    runs = runs_with(data, FULL_LOSS)
+    target = TARGET_LOSS if data.target_loss is None else data.target_loss
+    batches, steps = best_steps(runs, data.histories, target)
+    fig = style.figure(style.ONE_COLUMN, 2.8)
+    ax = fig.subplots()
+    ax.plot(batches, steps, "o", color=style.BLUE, label="best learning rate of the grid")
+    if len(batches) >= 2:
+        s_min, b_noise = fit_steps_vs_batch(batches, steps)
+        b = np.geomspace(batches.min(), batches.max(), 200)
+        fit = rf"$S_{{min}}(1 + B_{{noise}}/B)$, $B_{{noise}}$ = {b_noise:.3g}"
+        ax.plot(b, s_min * (1 + b_noise / b), "--", color=style.BLACK, label=fit)
+    if len(batches):
+        ax.set(xscale="log", yscale="log")
+    else:
+        ax.text(0.5, 0.5, "no run reached the target", transform=ax.transAxes, ha="center")
+    ax.set(xlabel="batch size B", ylabel=f"steps to training loss {target:g}")
+    ax.legend(loc="upper right")
+    return fig, runs, [FULL_LOSS, EXAMPLES_KEY]

@@ -1,0 +1,288 @@
+"""What every figure family shares: the selected runs (``Data``), configs, bands over seeds.
+
+A run is a ``RunInfo`` (id, name, params, tags as MLflow stores them) plus its ``History``
+(``history.npz``).  A *config* is a run's values of the params that vary across the selected
+runs, seeds excepted: runs of one config differ only in their seed and are averaged.
+
+No MLflow here, and matplotlib only inside the two drawing helpers at the end: the data
+functions are plain arrays, each tested alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bpcore import ACTIVATIONS
+from experiments.diagnostics.history import FloatArray, History, IntArray
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from bpcore import MLP
+
+Config = tuple[str, ...]
+T = TypeVar("T")
+
+REPLICATE_KEYS = ("seed",)  # varying these gives repeats of one config, averaged over
+ACTIVATION_KEY = "activation.name"
+LOSS_KEYS = ("train/loss", "val/loss")
+EXAMPLES_KEY = "progress/examples_seen"
+BATCH_LOSS_KEY = "train/batch_loss"
+SECONDS_KEY = "progress/seconds"
+DEPTH_KEY, WIDTH_KEY, DATA_KEY = "model.depth", "model.width", "data.name"
+BATCH_KEY = "train.batch_size"
+
+STEP, LAYER = "optimizer step", "layer l (1 = input)"  # axis labels
+BIAS_GRAD = r"$\Vert\partial L/\partial b^l\Vert$"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One MLflow run as the figures need it."""
+
+    run_id: str
+    name: str
+    params: Mapping[str, str] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    artifact_uri: str = ""
+
+    @property
+    def diverged(self) -> bool:
+        return self.tags.get("diverged") == "true"
+
+    @property
+    def stopped_at(self) -> int | None:
+        """The step a diverged run stopped at (its loss or gradient was not finite)."""
+        step = self.tags.get("diverged_at_step")
+        return int(step) if self.diverged and step is not None else None
+
+    @property
+    def seed(self) -> str:
+        return self.params.get("seed", "")
+
+
+@dataclass
+class Data:
+    """The selected runs, their histories, the config keys, one run per config for grids."""
+
+    runs: list[RunInfo]
+    histories: dict[str, History]
+    keys: list[str]
+    panels: list[tuple[Config, RunInfo]]
+    models: dict[str, MLP] = field(default_factory=dict)  # 2-D classifiers of the panel runs
+    target_loss: float | None = None  # steps-to-target figures; None: chosen from the runs
+
+
+Built = tuple["Figure", list[RunInfo], list[str]]  # the figure, runs shown, metric keys used
+Draw = Callable[[Data], Built]
+CanShow = Callable[[Data], bool]  # whether the selected runs can show a figure
+
+
+# ------------------------------------------------------------------------ what runs can show
+
+
+def always(data: Data) -> bool:
+    """Any selection can show the figure."""
+    return True
+
+
+def runs_with(data: Data, key: str) -> list[RunInfo]:
+    """The selected runs that recorded ``key``."""
+    return [r for r in data.runs if key in data.histories[r.run_id].keys]
+
+
+def family_keys(data: Data, runs: Sequence[RunInfo], *families: str) -> list[str]:
+    """The ``family/layer_XX`` keys of ``families`` that ``runs`` recorded."""
+    prefixes = tuple(f"{f}/layer_" for f in families)
+    keys = {k for r in runs for k in data.histories[r.run_id].keys if k.startswith(prefixes)}
+    return sorted(keys)
+
+
+# ------------------------------------------------------------------------------------ configs
+
+
+def value_order(key: str, value: str) -> tuple[float, str]:
+    """Sort values numerically when they are numbers, activations in registry order."""
+    if key == ACTIVATION_KEY and value in ACTIVATIONS:
+        return float(list(ACTIVATIONS).index(value)), value
+    try:
+        return float(value), value
+    except ValueError:
+        return math.inf, value
+
+
+def config_keys(runs: Sequence[RunInfo]) -> list[str]:
+    """Params that vary across ``runs`` (seeds excepted), activation first, leaving out keys
+    determined by the keys before them (``activation.alpha`` follows from the activation)."""
+    keys = sorted({k for r in runs for k in r.params} - set(REPLICATE_KEYS))
+    varying = [k for k in keys if len({r.params.get(k, "") for r in runs}) > 1]
+    varying.sort(key=lambda k: (k != ACTIVATION_KEY, k))
+    kept: list[str] = []
+    for key in varying:
+        seen: dict[Config, str] = {}
+        for r in runs:
+            before = tuple(r.params.get(k, "") for k in kept)
+            if seen.setdefault(before, r.params.get(key, "")) != r.params.get(key, ""):
+                kept.append(key)
+                break
+    return kept
+
+
+def group_runs(runs: Iterable[RunInfo], keys: Sequence[str]) -> dict[Config, list[RunInfo]]:
+    """Runs by config, configs in a fixed order; within a config by seed, then run id."""
+    groups: dict[Config, list[RunInfo]] = {}
+    for run in runs:
+        groups.setdefault(tuple(run.params.get(k, "") for k in keys), []).append(run)
+
+    def config_order(config: Config) -> list[tuple[float, str]]:
+        return [value_order(k, v) for k, v in zip(keys, config, strict=True)]
+
+    return {
+        c: sorted(groups[c], key=lambda r: (*value_order("seed", r.seed), r.run_id))
+        for c in sorted(groups, key=config_order)
+    }
+
+
+def config_label(keys: Sequence[str], config: Config) -> str:
+    """``relu, depth=8``: the activation by name, other keys by their last part."""
+    parts = []
+    for key, value in zip(keys, config, strict=True):
+        head, _, tail = key.rpartition(".")
+        short = head.rpartition(".")[2] if tail == "name" and head else tail
+        parts.append(value if key == ACTIVATION_KEY else f"{short}={value}")
+    return ", ".join(parts) or "all runs"
+
+
+def pick_evenly(items: Sequence[T], n: int) -> list[T]:
+    """At most ``n`` items, evenly spread over ``items`` (first and last included)."""
+    if len(items) <= n:
+        return list(items)
+    return [items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)]
+
+
+def panel_runs(
+    runs: Sequence[RunInfo], keys: Sequence[str], limit: int
+) -> tuple[list[tuple[Config, RunInfo]], str]:
+    """For one-panel-per-config figures: the lowest-seed run of each config, at most ``limit``.
+
+    Too many configs: keep those with the last value of the keys after the first (every
+    activation at the largest depth), else pick evenly.  Also returns a note ('' if all shown).
+    """
+    firsts = [(config, group[0]) for config, group in group_runs(runs, keys).items()]
+    if len(firsts) <= limit:
+        return firsts, ""
+    last_rest = firsts[-1][0][1:]
+    kept = [(c, r) for c, r in firsts if c[1:] == last_rest] if last_rest else []
+    if 0 < len(kept) <= limit:
+        return kept, f"showing {config_label(keys[1:], last_rest)} only"
+    picked = pick_evenly(firsts, limit)
+    return picked, f"showing {len(picked)} of {len(firsts)} configs"
+
+
+# ------------------------------------------------------------------------------------- values
+
+
+def finite_or_nan(values: NDArray[np.floating[Any]]) -> FloatArray:
+    """Values with ±inf replaced by NaN (a gap in a plot)."""
+    out = np.asarray(values, dtype=np.float64).copy()
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def positive(values: NDArray[np.floating[Any]]) -> FloatArray:
+    """Values for a log axis: non-finite and ≤ 0 become NaN (gaps)."""
+    out = finite_or_nan(values)
+    out[out <= 0] = np.nan
+    return out
+
+
+def spans_decades(arrays: Iterable[NDArray[np.floating[Any]]], decades: float = 2) -> bool:
+    """Do the positive finite values span at least ``decades`` powers of ten (log axis)?"""
+    values = np.concatenate([positive(a).ravel() for a in arrays] + [np.array([])])
+    values = values[~np.isnan(values)]
+    return values.size > 0 and math.log10(values.max() / values.min()) >= decades
+
+
+def per_layer_over_time(history: History, family: str) -> tuple[IntArray, IntArray, FloatArray]:
+    """(steps, layers (1-based), matrix (layers × steps)) of a ``family/layer_XX`` family."""
+    prefix = f"{family}/layer_"
+    keys = sorted(k for k in history.keys if k.startswith(prefix))
+    if not keys:
+        raise KeyError(f"no {family!r} metrics recorded")
+    layers = np.array([int(k.removeprefix(prefix)) for k in keys], dtype=np.int64)
+    steps = history.series(keys[0])[0]
+    matrix = np.stack([history.series(k)[1] for k in keys])
+    return steps, layers, matrix
+
+
+def final_value(history: History, key: str) -> float:
+    """The last recorded value of ``key``; NaN if not recorded or not finite (diverged)."""
+    if key not in history.keys:
+        return math.nan
+    value = float(history.series(key)[1][-1])
+    return value if math.isfinite(value) else math.nan
+
+
+def examples_per_step(history: History) -> float:
+    """Examples per optimizer step, from the last epoch record (NaN if there is none)."""
+    if EXAMPLES_KEY not in history.keys:
+        return math.nan
+    steps, examples = history.series(EXAMPLES_KEY)
+    return float(examples[-1] / steps[-1]) if steps.size and steps[-1] else math.nan
+
+
+def against(history: History, key: str, x_key: str | None) -> tuple[NDArray[Any], FloatArray]:
+    """(x, values) of an epoch metric: x the steps (``x_key`` None) or another epoch metric."""
+    steps, values = history.series(key)
+    return (steps if x_key is None else history.series(x_key)[1]), values
+
+
+@dataclass
+class Band:
+    """Mean and min–max over runs at each x (NaN where no run has a finite value)."""
+
+    x: FloatArray
+    mean: FloatArray
+    lo: FloatArray
+    hi: FloatArray
+
+
+def band(series: Sequence[tuple[NDArray[np.generic], FloatArray]]) -> Band:
+    """Align (x, y) series on the union of their x; mean, min, max of the finite y at each x."""
+    xs = np.unique(np.concatenate([np.asarray(x, dtype=np.float64) for x, _ in series]))
+    table = np.full((len(series), len(xs)), np.nan)
+    for row, (x, y) in zip(table, series, strict=True):
+        row[np.searchsorted(xs, np.asarray(x, dtype=np.float64))] = finite_or_nan(y)
+    ok = ~np.isnan(table)
+    count = ok.sum(axis=0)
+    total = np.where(ok, table, 0.0).sum(axis=0)
+    mean = np.divide(total, count, out=np.full(len(xs), np.nan), where=count > 0)
+    lo = np.where(count > 0, np.where(ok, table, np.inf).min(axis=0), np.nan)
+    hi = np.where(count > 0, np.where(ok, table, -np.inf).max(axis=0), np.nan)
+    return Band(xs, mean, lo, hi)
+
+
+# ---------------------------------------------------------------------------- drawing helpers
+
+
+def with_band(ax: Axes, b: Band, **kw: Any) -> None:
+    """Mean line over a min–max band (over seeds)."""
+    ax.fill_between(b.x, b.lo, b.hi, color=kw["color"], alpha=0.15, lw=0)
+    ax.plot(b.x, b.mean, **kw)
+
+
+def log_if_decades(ax: Axes, bands: Sequence[Band]) -> None:
+    """A log y axis, labelled 0.1, 0.01 …, when the bands span two decades."""
+    from matplotlib.ticker import NullFormatter
+
+    if spans_decades([a for b in bands for a in (b.lo, b.hi)]):
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter("{x:g}")
+        ax.yaxis.set_minor_formatter(NullFormatter())

@@ -1,0 +1,262 @@
+"""The MLflow store: check a tracking URI, create experiments, open and close a sweep's parent
+run, find the runs of a sweep's jobs.  Every function takes the tracking URI; MLflow is
+imported on first use (≈ 2 s), so a command that fails a check never pays it.
+
+HTTP stores: MLflow retries for minutes by default; ``check_tracking_uri`` sets (only if
+unset) ``MLFLOW_HTTP_REQUEST_MAX_RETRIES=2``, ``…_BACKOFF_FACTOR=1`` and ``…_TIMEOUT=10``
+so that a lost server surfaces in seconds (the writer process inherits the environment).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from experiments import PROJECT_ROOT
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+
+ALLOWED_SCHEMES = ("sqlite", "postgresql", "http", "https")
+_ALLOWED = "sqlite:///<path>, postgresql[+driver]://…, http(s)://<server>"
+_HTTP_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+_CHILDREN = "tags.mlflow.parentRunId IS NOT NULL"
+
+
+class TrackingError(RuntimeError):
+    """A tracking failure, with a message meant to be shown as is."""
+
+
+def default_tracking_uri(configured: str | None = None) -> str:
+    """``configured`` if given, else $MLFLOW_TRACKING_URI, else the sqlite store at the project
+    root (wherever launched)."""
+    fallback = f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or fallback
+
+
+def sqlite_path(uri: str) -> Path:
+    """The db file of ``sqlite:///relative.db`` or ``sqlite:////absolute/path.db``."""
+    path = uri.partition(":///")[2].partition("?")[0]
+    if not path or path == ":memory:":
+        raise TrackingError(f"tracking URI {uri!r}: an in-memory store cannot be shared")
+    return Path(path).expanduser().absolute()
+
+
+def _scheme(uri: str) -> str:
+    head, sep, _ = uri.partition("://")
+    return head.lower().split("+")[0] if sep else ""
+
+
+def masked(uri: str) -> str:
+    """``uri`` with its password, if any, shown as ***."""
+    password = urllib.parse.urlsplit(uri).password if _scheme(uri) != "sqlite" else None
+    return uri.replace(f":{password}@", ":***@", 1) if password else uri
+
+
+def uri_problem(uri: str) -> str | None:
+    """What is wrong with ``uri`` as a tracking URI, found without touching anything: a store
+    MLflow 3 cannot write (or the file store it refuses), or a password in it; else None."""
+    scheme = _scheme(uri)
+    if scheme not in ALLOWED_SCHEMES:
+        why = " (MLflow ≥ 3.13 refuses the file store)" if scheme in ("", "file") else ""
+        return f"not supported{why}; use {_ALLOWED}"
+    if masked(uri) != uri:  # it would be printed, and logged as the param mlflow.tracking_uri
+        return (
+            "contains a password: put credentials in MLFLOW_TRACKING_USERNAME / "
+            "MLFLOW_TRACKING_PASSWORD (server) or PGPASSWORD / ~/.pgpass (postgresql), "
+            "never in the URI"
+        )
+    return None
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Refuse a store that cannot take runs within seconds, with one message: ``uri_problem``,
+    then make a sqlite store's folder or probe a server."""
+    problem = uri_problem(uri)
+    if problem:
+        raise TrackingError(f"tracking URI {masked(uri)!r} {problem}")
+    scheme = _scheme(uri)
+    if scheme == "sqlite":
+        parent = sqlite_path(uri).parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise TrackingError(f"tracking URI {uri!r}: cannot create {parent} ({e})") from None
+    elif scheme in ("http", "https"):
+        for key, value in _HTTP_ENV.items():
+            os.environ.setdefault(key, value)
+        problem = _server_problem(uri)
+        if problem:
+            raise TrackingError(problem)
+
+
+def _server_problem(uri: str) -> str | None:
+    """Why the server at ``uri`` cannot take runs (probing /health for ≤ 3 s), or None."""
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=3):
+            pass
+    except urllib.error.HTTPError as e:  # it answered: only a server error is fatal
+        if e.code >= 500:
+            return f"tracking server at {uri} is unhealthy ({e})"
+    except (OSError, ValueError) as e:  # refused, timed out, no such host
+        reason = e.reason if isinstance(e, urllib.error.URLError) else e
+        return f"tracking server at {uri} is not reachable ({reason})"
+    return None
+
+
+def describe_failure(uri: str, error: Exception) -> str:
+    """One line for a failed MLflow call: a server that stopped answering is named as such
+    (MLflow's own message is a page of retry details)."""
+    if uri.lower().startswith("http"):
+        problem = _server_problem(uri)
+        if problem:
+            return problem.replace(" is not reachable", " stopped answering")
+    return " ".join(str(error).split())
+
+
+def mlflow_client(uri: str) -> Any:
+    """An MlflowClient for ``uri`` (MLflow is imported on first use: ≈ 2 s)."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def prepare_experiment(uri: str, name: str) -> str:
+    """Create the store (schema migrations) and the experiment if missing; return its id.
+
+    Call once, in one process, before parallel jobs start: several processes migrating a new
+    sqlite DB at once corrupt it.  Sqlite experiments keep artifacts beside the store
+    (<db dir>/mlartifacts/<name>), not in ./mlruns of whatever directory a job runs in.
+    """
+    check_tracking_uri(uri)  # fails in seconds, before MLflow's ≈ 2 s import
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow_client(uri)
+    location = None
+    if uri.lower().startswith("sqlite"):
+        folder = re.sub(r"[^\w.\-]+", "_", name).strip("._") or "experiment"
+        location = (sqlite_path(uri).parent / "mlartifacts" / folder).as_uri()
+    for attempt in range(5):
+        try:
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                return str(client.create_experiment(name, artifact_location=location))
+            if experiment.lifecycle_stage != "active":
+                raise TrackingError(f"experiment {name!r} is deleted in {uri}: restore or rename")
+            return str(experiment.experiment_id)
+        except MlflowException as e:  # e.g. created meanwhile by another process: look again
+            if attempt == 4:
+                raise TrackingError(f"cannot prepare experiment {name!r} in {uri}: {e}") from None
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def start_parent_run(uri: str, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
+    """Create a RUNNING parent run (of a sweep) and return its id."""
+    return str(
+        mlflow_client(uri).create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+    )
+
+
+def children_of(run_id: str) -> str:
+    """The MLflow search filter for the child runs of ``run_id``."""
+    return f"tags.mlflow.parentRunId = '{run_id}'"
+
+
+def child_runs(uri: str, parent_run_id: str, experiment_id: str | None = None) -> list[Run]:
+    """Runs tagged ``mlflow.parentRunId == parent_run_id``, oldest first (the parent's
+    experiment is looked up unless given)."""
+    client = mlflow_client(uri)
+    if experiment_id is None:
+        experiment_id = client.get_run(parent_run_id).info.experiment_id
+    order = ["attributes.start_time ASC"]
+    return search_all(
+        client.search_runs, [experiment_id], children_of(parent_run_id), order_by=order
+    )
+
+
+def finish_parent_run(uri: str, run_id: str, config_hashes: list[str]) -> str:
+    """End the parent FINISHED iff, for every job (its ``config_hash``), the latest child run of
+    that job FINISHED; otherwise FAILED.  Earlier attempts (a job killed, then resumed) do not
+    count.  Children still RUNNING (their jobs are over: the writer lost the store before it
+    could end them) end FAILED.  Returns the status; a parent that has already ended keeps its
+    status.  TrackingError (one line) when the store cannot be reached.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow_client(uri)
+    try:
+        parent = client.get_run(run_id).info
+        if parent.status != "RUNNING":
+            return str(parent.status)
+        children = child_runs(uri, run_id, parent.experiment_id)
+        for child in children:
+            if child.info.status == "RUNNING":
+                client.set_terminated(child.info.run_id, "FAILED")
+        latest = {c.data.tags.get("config_hash"): c.info.status for c in children}
+        done = all(latest.get(job) == "FINISHED" for job in config_hashes)
+        status = "FINISHED" if done else "FAILED"
+        client.set_terminated(run_id, status)
+    except MlflowException as e:
+        raise TrackingError(describe_failure(uri, e)) from None
+    return status
+
+
+def job_attempts(uri: str, experiment_id: str, config_hashes: set[str]) -> list[Run]:
+    """The child runs in the experiment of the jobs with these ``config_hash`` tags, newest
+    first."""
+    client = mlflow_client(uri)
+    newest = ["attributes.start_time DESC"]
+    found = search_all(client.search_runs, [experiment_id], _CHILDREN, order_by=newest)
+    return [r for r in found if r.data.tags.get("config_hash") in config_hashes]
+
+
+def reopen_parent_run(uri: str, run_id: str, tags: dict[str, str], orphans: list[str]) -> None:
+    """A resumed sweep: end its ``orphans`` (runs left RUNNING by a killed job) KILLED and set
+    the parent RUNNING again, with ``tags``."""
+    from mlflow.entities import RunTag
+
+    client = mlflow_client(uri)
+    for orphan in orphans:
+        client.set_terminated(orphan, "KILLED")
+    client.update_run(run_id, status="RUNNING")
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+
+def browse_hint(uri: str) -> str:
+    """How to look at the runs in ``uri``: the server's own UI, or a local one on the store."""
+    if uri.lower().startswith("http"):
+        return f"open {uri} in a browser"
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
+def search_all(search: Any, *args: Any, **kwargs: Any) -> list[Any]:
+    """Every page of an MLflow search (``client.search_runs`` or ``search_experiments``)."""
+    items: list[Any] = []
+    token = None
+    while True:
+        page = search(*args, page_token=token, **kwargs)
+        items.extend(page)
+        token = page.token
+        if not token:
+            return items
+
+
+def fetch_artifact(uri: str, artifact_uri: str, name: str, folder: Path) -> str:
+    """Download one artifact of a run into ``folder``, from the run's artifact URI (the run-id
+    form queries the run twice more and looks for logged models: 10x slower for 100 runs)."""
+    from mlflow.artifacts import download_artifacts
+
+    folder.mkdir(parents=True, exist_ok=True)
+    source = f"{artifact_uri}/{name}"
+    return str(download_artifacts(artifact_uri=source, dst_path=str(folder), tracking_uri=uri))
