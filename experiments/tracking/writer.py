@@ -160,7 +160,6 @@ def write_run(request: Message, inbox: Inbox, reply: Connection) -> bool:
     from mlflow.entities import Param, RunTag
 
     uri, experiment, name, params, tags = request
-    inbox.deadline = None
     run_id = None
     client = mlflow_client(uri)
     try:
@@ -193,6 +192,7 @@ def write_run(request: Message, inbox: Inbox, reply: Connection) -> bool:
             elif kind == "end":
                 end_run(metrics, args[0])
                 reply.send(("done", metrics.unwritten))
+                inbox.deadline = None  # served: the next run has all the time it needs
                 return True
     except Exception as e:
         if run_id is not None:
