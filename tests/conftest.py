@@ -1,9 +1,14 @@
-"""Shared fixtures: Hydra's compose API on the project's conf/."""
+"""Shared fixtures: Hydra's compose API on the project's conf/; processes that tests start."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -27,3 +32,32 @@ def compose_config() -> Iterator[Callable[..., DictConfig]]:
             )
 
         yield _compose
+
+
+Spawn = Callable[..., "subprocess.Popen[str]"]
+
+
+@pytest.fixture
+def spawn() -> Iterator[Spawn]:
+    """spawn(command, **popen_kwargs): a text-mode process in a session of its own, with
+    SIGINT's default action whatever the caller's (a background job inherits it ignored).
+    When the test ends, however it ends, each one is killed with every process of its session
+    (its writer, its workers)."""
+    processes: list[subprocess.Popen[str]] = []
+
+    def start(command: list[str], **kwargs: Any) -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            command,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            text=True,
+            **kwargs,
+        )
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(60)

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +24,7 @@ from experiments.tracking.run import RunTracker
 from experiments.tracking.store import child_runs
 
 pytestmark = pytest.mark.slow
+Spawn = Callable[..., "subprocess.Popen[str]"]  # the spawn fixture (conftest.py)
 TINY = ["data.n_samples=200", "train.epochs=3", "model.width=8", "log.every_n_steps=5"]
 
 
@@ -47,19 +48,14 @@ def state_of(folder: Path) -> server.ServerState:
 
 
 def sweep(
-    cwd: Path, uri: str, *args: str, env: dict[str, str] | None = None
+    spawn: Spawn, cwd: Path, uri: str, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.Popen[str]:
     """``python -m experiments.train -m ARGS`` on 2 joblib workers, logging to ``uri``."""
     command = [sys.executable, "-m", "experiments.train", "-m", *args]
     command += ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
-    return subprocess.Popen(
-        command,
-        cwd=cwd,
-        env={**os.environ, "MLFLOW_TRACKING_URI": uri, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    environment = {**os.environ, "MLFLOW_TRACKING_URI": uri, **(env or {})}
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
+    return spawn(command, cwd=cwd, env=environment, **pipes)
 
 
 def parent_of(output: str) -> str:
@@ -87,13 +83,13 @@ def test_server_is_loopback_only_and_keeps_its_password_off_command_lines(
 
 
 def test_parallel_sweep_arrives_whole_and_logs_no_secret(
-    tracking_server: Path, tmp_path: Path
+    tracking_server: Path, tmp_path: Path, spawn: Spawn
 ) -> None:
     state = state_of(tracking_server)
     uri = state.uri
     secret = secrets.token_hex(12)
     credentials = {"MLFLOW_TRACKING_USERNAME": f"user-{secret}", "MLFLOW_TRACKING_PASSWORD": secret}
-    job = sweep(tmp_path, uri, "seed=0,1", "activation=relu,tanh", *TINY, env=credentials)
+    job = sweep(spawn, tmp_path, uri, "seed=0,1", "activation=relu,tanh", *TINY, env=credentials)
     output, _ = job.communicate(timeout=300)
     assert job.returncode == 0, output
     assert secret not in output and "Traceback" not in output
@@ -123,12 +119,12 @@ def test_run_files_go_up_through_the_server(tracking_server: Path, tmp_path: Pat
     assert Path(downloaded).read_text() == "42\n"
 
 
-def test_server_killed_mid_sweep(tracking_server: Path, tmp_path: Path) -> None:
+def test_server_killed_mid_sweep(tracking_server: Path, tmp_path: Path, spawn: Spawn) -> None:
     """The job in flight fails with one line, the rest fail fast, the sweep says so and exits
     non-zero; after a restart, the runs that finished before the kill are whole."""
     folder, state = tracking_server, state_of(tracking_server)
     uri = state.uri
-    job = sweep(tmp_path, uri, "seed=0,1,2,3", "data.n_samples=1000", "train.epochs=20",
+    job = sweep(spawn, tmp_path, uri, "seed=0,1,2,3", "data.n_samples=1000", "train.epochs=20",
                 "model.width=8", "log.every_n_steps=5")  # fmt: skip
     assert job.stdout is not None
     lines = []

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from experiments.tracking.store import prepare_experiment
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
+Spawn = Callable[..., "subprocess.Popen[str]"]  # the spawn fixture (conftest.py)
 TINY = ["data.n_samples=200", "train.epochs=3", "model.width=8", "log.every_n_steps=5"]
 
 
@@ -214,26 +215,6 @@ def test_divergence_ends_finished_and_the_sweep_goes_on(tmp_path: Path) -> None:
     assert diverged.info.status == "FINISHED" and int(diverged.data.tags["diverged_at_step"]) >= 0
 
 
-@contextlib.contextmanager
-def started(command: list[str], **kwargs: object) -> Iterator[subprocess.Popen[str]]:
-    """A process in a session of its own, with SIGINT's default action whatever the caller's
-    (a background job inherits SIGINT ignored); it and its children are killed on the way out,
-    whatever happens."""
-    process = subprocess.Popen(
-        command,
-        start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        text=True,
-        **kwargs,  # type: ignore[call-overload]
-    )
-    try:
-        yield process
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(60)
-
-
 def session_processes(sid: int) -> list[str]:
     """The processes still alive in session ``sid`` (``ps`` on Linux and macOS)."""
     table = subprocess.run(["ps", "-eo", "sess=,stat=,args="], capture_output=True, text=True)
@@ -243,7 +224,7 @@ def session_processes(sid: int) -> list[str]:
 
 @pytest.mark.parametrize("group", [False, True], ids=["SIGTERM", "Ctrl-C"])
 def test_a_signal_ends_the_run_killed_within_5_s_on_a_busy_machine(
-    tmp_path: Path, group: bool
+    tmp_path: Path, group: bool, spawn: Spawn
 ) -> None:
     """SIGTERM to the process, or SIGINT to its process group as a terminal's Ctrl-C sends it,
     while it logs every step (far more than the writer can write) and another process keeps
@@ -254,34 +235,36 @@ def test_a_signal_ends_the_run_killed_within_5_s_on_a_busy_machine(
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     train = [sys.executable, "-m", "experiments.train", "train.epochs=100000"]
     train += ["log.every_n_steps=1", "model.depth=10"]
-    busy = [sys.executable, "-c", "while True: pass"]
-    with (
-        started(busy, stdout=subprocess.DEVNULL),
-        started(
-            train, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        ) as process,
-    ):
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            found = runs(tmp_path, "default")
-            if found and "grad_norm/layer_01" in found[0].data.metrics:
-                break
-            assert process.poll() is None, process.communicate()
-            time.sleep(0.5)
-        time.sleep(3.0)  # the writer falls far behind
-        signalled = time.monotonic()
-        if group:
-            os.killpg(process.pid, signal.SIGINT)
-        else:
-            process.send_signal(signal.SIGTERM)
-        process.wait(30)
-        latency = time.monotonic() - signalled
-        assert process.returncode != 0
-        assert latency < 5, f"back after {latency:.1f} s"
-        left = time.monotonic() + 10
-        while session_processes(process.pid) and time.monotonic() < left:
-            time.sleep(0.2)
-        assert session_processes(process.pid) == []
+    spawn([sys.executable, "-c", "while True: pass"], stdout=subprocess.DEVNULL)  # a busy core
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    process = spawn(train, cwd=tmp_path, env=env, **pipes)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        found = runs(tmp_path, "default")
+        if found and "grad_norm/layer_01" in found[0].data.metrics:
+            break
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.5)
+    time.sleep(3.0)  # the writer falls far behind
+    signalled = time.monotonic()
+    if group:
+        os.killpg(process.pid, signal.SIGINT)
+    else:
+        process.send_signal(signal.SIGTERM)
+    process.wait(30)
+    latency = time.monotonic() - signalled
+    assert process.returncode == 128 + (signal.SIGINT if group else signal.SIGTERM)
+    assert latency < 5, f"back after {latency:.1f} s"
+    name = "SIGINT" if group else "SIGTERM"
+    assert (
+        process.communicate()[1]
+        .strip()
+        .endswith(f"stopped by {name}: a run in progress ended KILLED")
+    )
+    left = time.monotonic() + 10
+    while session_processes(process.pid) and time.monotonic() < left:
+        time.sleep(0.2)
+    assert session_processes(process.pid) == []
     (run,) = runs(tmp_path, "default")
     assert run.info.status == "KILLED"
     points = client(tmp_path).get_metric_history(run.info.run_id, "grad_norm/layer_01")
@@ -295,18 +278,18 @@ def test_a_signal_ends_the_run_killed_within_5_s_on_a_busy_machine(
     assert 0 <= sent - (stored + unwritten) <= len(history.keys)  # ≤ one record in flight
 
 
-def test_no_process_outlives_a_sweep(tmp_path: Path) -> None:
+def test_no_process_outlives_a_sweep(tmp_path: Path, spawn: Spawn) -> None:
     """A joblib sweep's workers and their writers are gone within 10 s of the command."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     args = ["-m", "activation=relu,tanh", *TINY, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     command = [sys.executable, "-m", "experiments.train", *args]
-    with started(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE) as process:
-        assert process.wait(300) == 0
-        deadline = time.monotonic() + 10
-        while session_processes(process.pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert session_processes(process.pid) == []
+    process = spawn(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE)
+    assert process.wait(300) == 0
+    deadline = time.monotonic() + 10
+    while session_processes(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert session_processes(process.pid) == []
     parent, children = sweep_children(tmp_path)
     assert parent.info.status == "FINISHED" and len(children) == 2
 
@@ -353,7 +336,7 @@ def test_progress_bar_redraws_one_line_per_epoch(capsys: pytest.CaptureFixture[s
     assert "[########] epoch 4/4" in err
 
 
-def test_resume_reruns_only_the_jobs_that_did_not_finish(tmp_path: Path) -> None:
+def test_resume_reruns_only_the_jobs_that_did_not_finish(tmp_path: Path, spawn: Spawn) -> None:
     """SIGKILL in the second of three jobs (a preempted node); the resumed sweep skips the
     FINISHED job, runs the killed one and the one never started, under the same parent."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -363,13 +346,9 @@ def test_resume_reruns_only_the_jobs_that_did_not_finish(tmp_path: Path) -> None
     names = [f"tanh-d3-w8-b32-s0-epochs={epochs}" for epochs in (3, 1000, 4)]
     log = tmp_path / "killed.log"
     with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "experiments.train", *sweep],
-            cwd=tmp_path,
-            env={**os.environ, "MLFLOW_TRACKING_URI": uri},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        command = [sys.executable, "-m", "experiments.train", *sweep]
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+        process = spawn(command, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while names[1] not in {r.info.run_name for r in runs(tmp_path, "default")}:
         assert time.monotonic() < deadline and process.poll() is None
