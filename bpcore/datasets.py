@@ -1,11 +1,15 @@
 """Small benchmark datasets, deterministic from a seed and ready for training.
 
-Every generator takes ``n_samples, noise, seed, val_fraction`` (plus its own parameters), draws
-everything from ``np.random.default_rng(seed)``, shuffles, splits off the first
-``n_val = round(val_fraction · n_samples)`` rows (clamped to ``[1, n_samples − 1]``) as the
-validation set, and standardizes the inputs with the *training* statistics,
-``x ← (x − μ_train) / σ_train`` (population std; constant features keep σ = 1).  The statistics
-are kept on the :class:`Dataset` so the raw inputs are ``ds.unstandardize(x)``.
+Every generator takes ``n_samples, noise, seed, val_fraction, test_fraction`` (plus its own
+parameters) and draws everything from ``np.random.default_rng(seed)``.  It first holds out
+``n_test = round(test_fraction · n_samples)`` rows as the test set, chosen by a stream of its
+own (``default_rng([seed, TEST_STREAM])``), so the test rows are the same whatever the
+validation split; then it shuffles the rest, splits off ``n_val = round(val_fraction ·
+n_samples)`` rows (at least 1, leaving at least 1) as the validation set, and standardizes the
+inputs with the *training* statistics, ``x ← (x − μ_train) / σ_train`` (population std;
+constant features keep σ = 1).  The statistics are kept on the :class:`Dataset` so the raw
+inputs are ``ds.unstandardize(x)``.  ``test_fraction=0`` (the default) holds out nothing and
+gives exactly the train/validation split of earlier versions.
 
 The 2-D classification sets (spirals, circles, xor, gaussians) follow the geometry and noise scale
 of the TensorFlow Playground, where the noise level runs over ``[0, 0.5]``; moons follows
@@ -31,12 +35,13 @@ from numpy.typing import NDArray
 FloatArray = NDArray[np.float64]
 MIN_SAMPLES = 10
 N_DIGITS = 1797  # rows in scikit-learn's bundled 8×8 digits
-_COMMON = frozenset({"n_samples", "noise", "seed", "val_fraction"})
+_COMMON = frozenset({"n_samples", "noise", "seed", "val_fraction", "test_fraction"})
+TEST_STREAM = 7_357  # the test rows' own random stream: default_rng([seed, TEST_STREAM])
 
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """A train/validation split.
+    """A train/validation/test split (the test set may be empty).
 
     ``x_*``: float64 ``(n, n_features)``, standardized with the train statistics ``x_mean`` and
     ``x_std`` (each ``(n_features,)``).  ``y_*``: int64 labels ``(n,)`` in ``[0, n_classes)`` for
@@ -48,6 +53,8 @@ class Dataset:
     y_train: NDArray[Any]
     x_val: FloatArray
     y_val: NDArray[Any]
+    x_test: FloatArray
+    y_test: NDArray[Any]
     task: str
     n_classes: int
     name: str
@@ -98,14 +105,25 @@ def _real(value: object) -> float:
 
 
 def _common(
-    dataset: str, n_samples: object, noise: object, seed: object, val_fraction: object, lo: int
+    dataset: str,
+    n_samples: object,
+    noise: object,
+    seed: object,
+    val_fraction: object,
+    test_fraction: object,
+    lo: int,
 ) -> None:
-    _int(dataset, "n_samples", n_samples, lo)
+    n = _int(dataset, "n_samples", n_samples, lo)
     _int(dataset, "seed", seed, 0)
     if not 0 <= _real(noise) < math.inf:
         raise _bad(dataset, "noise", noise, "a finite number >= 0")
     if not 0 < _real(val_fraction) < 1:
         raise _bad(dataset, "val_fraction", val_fraction, "a number in the open interval (0, 1)")
+    if not 0 <= _real(test_fraction) < 1:
+        raise _bad(dataset, "test_fraction", test_fraction, "a number in [0, 1)")
+    if n - round(_real(test_fraction) * n) < 2:
+        allowed = "small enough to leave a training and a validation row"
+        raise _bad(dataset, "test_fraction", test_fraction, allowed)
 
 
 def _finish(
@@ -113,14 +131,20 @@ def _finish(
     x: FloatArray,
     y: NDArray[Any],
     rng: np.random.Generator,
-    val_fraction: float,
+    split: tuple[int, float, float],
     n_classes: int = 0,
 ) -> Dataset:
-    """Shuffle, split, and standardize with the train statistics."""
+    """Hold out the test rows, shuffle and split the rest, standardize with the train
+    statistics; ``split`` is (seed, val_fraction, test_fraction)."""
+    seed, val_fraction, test_fraction = split
     n = len(x)
-    order = rng.permutation(n)
+    held_out = np.random.default_rng([seed, TEST_STREAM]).permutation(n)
+    n_test = round(test_fraction * n)
+    test_rows, rest = held_out[:n_test], np.sort(held_out[n_test:])
+    x_test, y_test = x[test_rows], y[test_rows]
+    order = rest[rng.permutation(len(rest))]
     x, y = x[order], y[order]
-    n_val = min(max(round(val_fraction * n), 1), n - 1)
+    n_val = min(max(round(val_fraction * n), 1), len(x) - 1)
     x_train, x_val = x[n_val:], x[:n_val]
     mean, std = x_train.mean(axis=0), x_train.std(axis=0)
     std = np.where(std > 1e-12 * np.maximum(1.0, np.abs(mean)), std, 1.0)
@@ -129,6 +153,8 @@ def _finish(
         y_train=y[n_val:],
         x_val=(x_val - mean) / std,
         y_val=y[:n_val],
+        x_test=(x_test - mean) / std,
+        y_test=y_test,
         task="classification" if n_classes else "regression",
         n_classes=n_classes,
         name=name,
@@ -151,6 +177,7 @@ def spirals(
     noise: float = 0.1,
     seed: int = 0,
     val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
     n_classes: int = 2,
 ) -> Dataset:
     r"""Interleaved spiral arms (Playground "spiral", generalized to ``n_classes`` arms).
@@ -159,25 +186,38 @@ def spirals(
               x = r(\sin t, \cos t) + \text{noise}\cdot U(-1,1)^2
     """
     _int("spirals", "n_classes", n_classes, 2, 100)
-    _common("spirals", n_samples, noise, seed, val_fraction, max(MIN_SAMPLES, 2 * n_classes))
+    _common(
+        "spirals",
+        n_samples,
+        noise,
+        seed,
+        val_fraction,
+        test_fraction,
+        max(MIN_SAMPLES, 2 * n_classes),
+    )
     rng = np.random.default_rng(seed)
     y = _labels(n_samples, n_classes)
     u = rng.uniform(0, 1, n_samples)
     r, t = 5 * u, 3.5 * np.pi * u + 2 * np.pi * y / n_classes
     x = np.column_stack([r * np.sin(t), r * np.cos(t)])
     x += noise * rng.uniform(-1, 1, x.shape)
-    return _finish("spirals", x, y, rng, val_fraction, n_classes)
+    return _finish("spirals", x, y, rng, (seed, val_fraction, test_fraction), n_classes)
 
 
 def moons(
-    *, n_samples: int = 1000, noise: float = 0.1, seed: int = 0, val_fraction: float = 0.2
+    *,
+    n_samples: int = 1000,
+    noise: float = 0.1,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
 ) -> Dataset:
     r"""Two interleaving half circles (as ``sklearn.datasets.make_moons``, random angles).
 
     .. math:: t \sim U(0,\pi):\ x_0 = (\cos t, \sin t),\ x_1 = (1 - \cos t, \tfrac12 - \sin t);\
               x \mathrel{+}= \text{noise}\cdot N(0, I_2)
     """
-    _common("moons", n_samples, noise, seed, val_fraction, MIN_SAMPLES)
+    _common("moons", n_samples, noise, seed, val_fraction, test_fraction, MIN_SAMPLES)
     rng = np.random.default_rng(seed)
     y = _labels(n_samples, 2)
     t = rng.uniform(0, np.pi, n_samples)
@@ -187,53 +227,68 @@ def moons(
     )
     x = np.where((y == 0)[:, None], upper, lower)
     x += noise * rng.standard_normal(x.shape)
-    return _finish("moons", x, y, rng, val_fraction, 2)
+    return _finish("moons", x, y, rng, (seed, val_fraction, test_fraction), 2)
 
 
 def circles(
-    *, n_samples: int = 1000, noise: float = 0.1, seed: int = 0, val_fraction: float = 0.2
+    *,
+    n_samples: int = 1000,
+    noise: float = 0.1,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
 ) -> Dataset:
     r"""A disc inside a ring (Playground "circle"): class 0 has radius ``r ~ U(0, 2.5)``,
     class 1 ``r ~ U(3.5, 5)``, angle ``U(0, 2π)``; then ``x += 5·noise·U(−1,1)²``.
     """
-    _common("circles", n_samples, noise, seed, val_fraction, MIN_SAMPLES)
+    _common("circles", n_samples, noise, seed, val_fraction, test_fraction, MIN_SAMPLES)
     rng = np.random.default_rng(seed)
     y = _labels(n_samples, 2)
     r = np.where(y == 0, rng.uniform(0, 2.5, n_samples), rng.uniform(3.5, 5, n_samples))
     t = rng.uniform(0, 2 * np.pi, n_samples)
     x = np.column_stack([r * np.sin(t), r * np.cos(t)])
     x += 5 * noise * rng.uniform(-1, 1, x.shape)
-    return _finish("circles", x, y, rng, val_fraction, 2)
+    return _finish("circles", x, y, rng, (seed, val_fraction, test_fraction), 2)
 
 
 def xor(
-    *, n_samples: int = 1000, noise: float = 0.1, seed: int = 0, val_fraction: float = 0.2
+    *,
+    n_samples: int = 1000,
+    noise: float = 0.1,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
 ) -> Dataset:
     r"""Quadrants (Playground "xor"): ``x ~ U(−5,5)²`` pushed 0.3 away from both axes,
     label ``1[x₁x₂ > 0]`` of the clean point; then ``x += 5·noise·U(−1,1)²``.
     """
-    _common("xor", n_samples, noise, seed, val_fraction, MIN_SAMPLES)
+    _common("xor", n_samples, noise, seed, val_fraction, test_fraction, MIN_SAMPLES)
     rng = np.random.default_rng(seed)
     x = rng.uniform(-5, 5, (n_samples, 2))
     x = np.where(x >= 0, x + 0.3, x - 0.3)
     y = (x[:, 0] * x[:, 1] > 0).astype(np.int64)
     x += 5 * noise * rng.uniform(-1, 1, x.shape)
-    return _finish("xor", x, y, rng, val_fraction, 2)
+    return _finish("xor", x, y, rng, (seed, val_fraction, test_fraction), 2)
 
 
 def gaussians(
-    *, n_samples: int = 1000, noise: float = 0.1, seed: int = 0, val_fraction: float = 0.2
+    *,
+    n_samples: int = 1000,
+    noise: float = 0.1,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
 ) -> Dataset:
     r"""Two isotropic blobs (Playground "gauss"): class 0 at (−2, −2), class 1 at (2, 2), each
     ``N(center, σ² I)`` with Playground's variance ``σ² = 0.5 + 7·noise`` (0.5 … 4 for noise
     0 … 0.5), so even ``noise=0`` leaves blobs of std ≈ 0.71.
     """
-    _common("gaussians", n_samples, noise, seed, val_fraction, MIN_SAMPLES)
+    _common("gaussians", n_samples, noise, seed, val_fraction, test_fraction, MIN_SAMPLES)
     rng = np.random.default_rng(seed)
     y = _labels(n_samples, 2)
     center = np.where(y == 1, 2.0, -2.0)[:, None]
     x = center + math.sqrt(0.5 + 7 * noise) * rng.standard_normal((n_samples, 2))
-    return _finish("gaussians", x, y, rng, val_fraction, 2)
+    return _finish("gaussians", x, y, rng, (seed, val_fraction, test_fraction), 2)
 
 
 # --------------------------------------------------------------------------------- regression
@@ -251,6 +306,7 @@ def teacher(
     noise: float = 0.0,
     seed: int = 0,
     val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
     n_features: int = 8,
     width: int = 32,
     depth: int = 2,
@@ -270,7 +326,7 @@ def teacher(
     _int("teacher", "depth", depth, 1)
     if activation not in _TEACHER_ACTIVATIONS:
         raise _bad("teacher", "activation", activation, f"one of {sorted(_TEACHER_ACTIVATIONS)}")
-    _common("teacher", n_samples, noise, seed, val_fraction, MIN_SAMPLES)
+    _common("teacher", n_samples, noise, seed, val_fraction, test_fraction, MIN_SAMPLES)
     rng = np.random.default_rng(seed)
     phi = _TEACHER_ACTIVATIONS[activation]
     sizes = [n_features] + [width] * depth
@@ -284,7 +340,7 @@ def teacher(
     for w, b in layers:
         h = phi(h @ w + b)
     y = h @ w_out + noise * rng.standard_normal((n_samples, n_targets))
-    return _finish("teacher", x, y, rng, val_fraction)
+    return _finish("teacher", x, y, rng, (seed, val_fraction, test_fraction))
 
 
 def tent_map(x: FloatArray, k: int) -> FloatArray:
@@ -306,6 +362,7 @@ def sawtooth(
     noise: float = 0.0,
     seed: int = 0,
     val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
     k: int = 4,
 ) -> Dataset:
     r"""Telgarsky's sawtooth: raw ``x ~ U(0, 1)`` (one feature), target
@@ -313,11 +370,11 @@ def sawtooth(
     (``2^k`` linear pieces, ``2^(k−1)`` teeth); x is then standardized like every other set.
     """
     _int("sawtooth", "k", k, 1, 30)
-    _common("sawtooth", n_samples, noise, seed, val_fraction, MIN_SAMPLES)
+    _common("sawtooth", n_samples, noise, seed, val_fraction, test_fraction, MIN_SAMPLES)
     rng = np.random.default_rng(seed)
     x = rng.uniform(0, 1, (n_samples, 1))
     y = tent_map(x, k) + noise * rng.standard_normal((n_samples, 1))
-    return _finish("sawtooth", x, y, rng, val_fraction)
+    return _finish("sawtooth", x, y, rng, (seed, val_fraction, test_fraction))
 
 
 # ------------------------------------------------------------------------------------ digits
@@ -337,6 +394,7 @@ def digits(
     noise: float = 0.0,
     seed: int = 0,
     val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
 ) -> Dataset:
     """The real 8×8 handwritten digits bundled with scikit-learn (no download): 64 features
     (pixel intensities 0 … 16), 10 classes.  ``n_samples=None`` uses all 1797 images, otherwise
@@ -344,12 +402,12 @@ def digits(
     """
     n = N_DIGITS if n_samples is None else n_samples
     _int("digits", "n_samples", n, MIN_SAMPLES, N_DIGITS)
-    _common("digits", n, noise, seed, val_fraction, MIN_SAMPLES)
+    _common("digits", n, noise, seed, val_fraction, test_fraction, MIN_SAMPLES)
     rng = np.random.default_rng(seed)
     x_all, y_all = _load_digits()
     rows = np.sort(rng.choice(N_DIGITS, size=n, replace=False))
     x = x_all[rows] + noise * rng.standard_normal((n, x_all.shape[1]))
-    return _finish("digits", x, y_all[rows].copy(), rng, val_fraction, 10)
+    return _finish("digits", x, y_all[rows].copy(), rng, (seed, val_fraction, test_fraction), 10)
 
 
 # ---------------------------------------------------------------------------------- registry
@@ -373,6 +431,7 @@ def make_dataset(
     noise: float | None = None,
     seed: int = 0,
     val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
     **params: Any,
 ) -> Dataset:
     """Build dataset ``name`` from :data:`DATASETS`; ``None`` means that dataset's default.
@@ -390,6 +449,7 @@ def make_dataset(
                 f"{name}: unknown parameter {key!r}; allowed: {', '.join(allowed) or '(none)'}"
             )
     kwargs: dict[str, Any] = {"seed": seed, "val_fraction": val_fraction, **params}
+    kwargs["test_fraction"] = test_fraction
     if n_samples is not None:
         kwargs["n_samples"] = n_samples
     if noise is not None:

@@ -71,11 +71,13 @@ def test_overrides_reach_bpcore(compose_config) -> None:
     setup = build(cfg)
     assert setup.net.hidden_activations[0].alpha == 0.2
     assert setup.net.init.std == 0.5
-    assert setup.hidden == [8, 4] and setup.batch_size == 240
+    full = 300 - 60 - 60  # minus the validation and test sets (0.2 each by default)
+    assert setup.hidden == [8, 4] and setup.batch_size == full
+    assert (len(setup.data.x_val), len(setup.data.x_test)) == (60, 60)
     assert setup.optimizer.momentum == 0.5
-    assert setup.optimizer.lr == pytest.approx(0.1 * 240 / 60)
-    name = run_name(cfg, setup.hidden, 240, ["activation", "optim.momentum"])
-    assert name == "leaky_relu-d2-w8x4-b240-s0-normal-moons-momentum-linear-momentum=0.5"
+    assert setup.optimizer.lr == pytest.approx(0.1 * full / 60)
+    name = run_name(cfg, setup.hidden, full, ["activation", "optim.momentum"])
+    assert name == "leaky_relu-d2-w8x4-b180-s0-normal-moons-momentum-linear-momentum=0.5"
 
 
 def test_sigmoid_output_trains_with_bce(compose_config) -> None:
@@ -103,8 +105,8 @@ BAD = [
     (["optim.lr=0"], "optim.lr=0"),
     (["optim.lr=-0.1"], "optim.lr=-0.1"),
     (["optim.momentum=1.0"], "optim.momentum=1.0"),
-    (["train.batch_size=0"], r"train.batch_size=0: an integer in \[1, 800\]"),
-    (["train.batch_size=801"], r"train.batch_size=801: an integer in \[1, 800\]"),
+    (["train.batch_size=0"], r"train.batch_size=0: an integer in \[1, 600\]"),  # 1000 − 2 × 200
+    (["train.batch_size=601"], r"train.batch_size=601: an integer in \[1, 600\]"),
     (["train.batch_size=half"], "train.batch_size='half'"),
     (["train.epochs=0"], "train.epochs=0"),
     (["train.max_steps=0"], "train.max_steps=0"),

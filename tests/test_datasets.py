@@ -58,6 +58,29 @@ def test_split_sizes(name: str, n: int, frac: float, n_val: int) -> None:
     assert (len(ds.x_train), len(ds.x_val)) == (n - n_val, n_val)
 
 
+def rows(ds: Dataset, part: str) -> set[tuple[float, ...]]:
+    """The raw rows (inputs then targets) of one part of a split, as a set."""
+    x = ds.unstandardize(getattr(ds, f"x_{part}"))
+    y = getattr(ds, f"y_{part}").reshape(len(x), -1)
+    return {tuple(row) for row in np.round(np.column_stack([x, y]), 9)}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_test_split_is_held_out_by_a_stream_of_its_own(name: str) -> None:
+    """The three parts partition the generated rows (each mapped back to raw units with the
+    train statistics); the test rows stay the same whatever the validation fraction; none held
+    out gives the two-way split."""
+    none = make_dataset(name, n_samples=200, seed=1)
+    split = make_dataset(name, n_samples=200, seed=1, test_fraction=0.25)
+    other = make_dataset(name, n_samples=200, seed=1, test_fraction=0.25, val_fraction=0.4)
+    assert (len(split.x_train), len(split.x_val), len(split.x_test)) == (110, 40, 50)
+    assert len(none.x_test) == 0 and len(none.x_train) + len(none.x_val) == 200
+    every = rows(none, "train") | rows(none, "val")
+    parts = [rows(split, part) for part in ("train", "val", "test")]
+    assert set.union(*parts) == every and sum(map(len, parts)) == len(every)
+    assert rows(other, "test") == parts[2]
+
+
 def test_default_sizes() -> None:
     assert len(make_dataset("spirals").x_train) + len(make_dataset("spirals").x_val) == 1000
     ds = make_dataset("digits")
@@ -223,6 +246,9 @@ def test_unknown_dataset_lists_known_names() -> None:
         ("moons", {"val_fraction": 0.0}, "val_fraction"),
         ("moons", {"val_fraction": 1.0}, "val_fraction"),
         ("sawtooth", {"val_fraction": 1.5}, "val_fraction"),
+        ("moons", {"test_fraction": -0.1}, "test_fraction"),
+        ("moons", {"test_fraction": 1.0}, "test_fraction"),
+        ("xor", {"n_samples": 10, "test_fraction": 0.9}, "test_fraction"),
         ("xor", {"seed": -1}, "seed"),
         ("spirals", {"n_classes": 1}, "n_classes"),
         ("sawtooth", {"k": 0}, "k"),

@@ -93,6 +93,25 @@ def test_single_run_layout(tmp_path: Path) -> None:
     assert model["W0"].shape == (2, 8)
 
 
+def test_test_metrics_are_logged_once_at_the_end_from_the_held_out_rows(tmp_path: Path) -> None:
+    """test/accuracy is the saved net's accuracy on the rows held out of training and
+    validation (the dataset rebuilt from the run's params), logged once at the last step."""
+    from experiments.figures.boundaries import load_model, run_dataset
+
+    done = run_train(tmp_path, *TINY, "data.test_fraction=0.3")
+    assert done.returncode == 0, done.stderr
+    (run,) = runs(tmp_path, "default")
+    c = client(tmp_path)
+    accuracy = c.get_metric_history(run.info.run_id, "test/accuracy")
+    (last_epoch,) = c.get_metric_history(run.info.run_id, "progress/epoch")[-1:]
+    assert [m.step for m in accuracy] == [last_epoch.step]
+    data = run_dataset(run.data.params)
+    assert (len(data.x_test), len(data.x_val)) == (60, 40)  # 0.3 and 0.2 of 200
+    net = load_model(c.download_artifacts(run.info.run_id, "model.npz", str(tmp_path)), {})
+    predicted = net.forward(data.x_test).argmax(axis=1)
+    assert accuracy[0].value == pytest.approx(np.mean(predicted == data.y_test))
+
+
 @pytest.mark.parametrize("launcher", ["basic", "joblib"])
 def test_sweep_nests_runs_under_a_parent(tmp_path: Path, launcher: str) -> None:
     args = ["-m", "activation=relu,tanh", "model.depth=1,2", *TINY, f"hydra/launcher={launcher}"]

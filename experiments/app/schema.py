@@ -40,7 +40,8 @@ class DataConf:
     n_samples: int | None = None  # None: the dataset's default
     noise: float | None = None  # None: the dataset's default
     seed: int = 0
-    val_fraction: float = 0.2
+    val_fraction: float = 0.2  # of n_samples: the validation set, for choosing (e.g. the lr)
+    test_fraction: float = 0.2  # of n_samples: held out, for reporting (test/* at the end)
     k: int | None = None  # sawtooth: tent-map compositions (2^k linear pieces)
 
 

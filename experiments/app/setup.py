@@ -158,7 +158,7 @@ def _cached_dataset(name: str, params: tuple[tuple[str, Any], ...]) -> bpcore.Da
 
 
 def _dataset(data: DictConfig) -> bpcore.Dataset:
-    params = {k: data[k] for k in ("n_samples", "noise", "seed", "val_fraction")}
+    params = {k: data[k] for k in ("n_samples", "noise", "seed", "val_fraction", "test_fraction")}
     if data.k is not None:
         params["k"] = data.k
     return _rejecting("data", data.name, _cached_dataset, data.name, tuple(sorted(params.items())))

@@ -15,7 +15,7 @@ import contextlib
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
@@ -52,6 +52,7 @@ class Outcome:
     last_epoch: bpcore.EpochReport | None
     seconds: float
     error: str | None = None
+    test: dict[str, float] = field(default_factory=dict)  # test/loss (and test/accuracy)
 
 
 def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = False) -> Outcome:
@@ -102,6 +103,9 @@ def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = Fals
                     ):
                         _write_artifacts(folder, cfg, setup, recorder)
                 raise
+            test = _test_metrics(setup)
+            if test:
+                recorder.record("test", result.steps, test)
             if tracker:
                 tracker.set_tags(_divergence_tags(result.diverged_at_step))
                 with tracker.artifact_folder() as folder:
@@ -110,7 +114,19 @@ def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = Fals
         why = str(error) if isinstance(error, TrackingError) else repr(error)
         return Outcome(name, "FAILED", None, None, time.perf_counter() - started, why)
     seconds = time.perf_counter() - started
-    return Outcome(name, "FINISHED", result.diverged_at_step, result.last_epoch, seconds)
+    return Outcome(
+        name, "FINISHED", result.diverged_at_step, result.last_epoch, seconds, None, test
+    )
+
+
+def _test_metrics(setup: Setup) -> dict[str, float]:
+    """test/loss and test/accuracy of the trained net on the held-out split ({} if none)."""
+    data = setup.data
+    if not len(data.x_test):
+        return {}
+    with np.errstate(all="ignore"):  # a diverged net: non-finite values are logged as such
+        loss, accuracy = bpcore.evaluate(setup.net, data.x_test, data.y_test, setup.loss)
+    return {"test/loss": loss} | ({} if accuracy is None else {"test/accuracy": accuracy})
 
 
 def _divergence_tags(step: int | None) -> dict[str, str]:
@@ -174,7 +190,10 @@ def _outcome_line(outcome: Outcome) -> str:
     last = outcome.last_epoch
     assert last is not None
     accuracy = "" if last.val_accuracy is None else f", val/accuracy {last.val_accuracy:.1%}"
-    return f"{outcome.run_name}: val/loss {last.val_loss:.4g}{accuracy} ({outcome.seconds:.1f} s)"
+    test = outcome.test.get("test/accuracy")
+    tested = "" if test is None else f", test/accuracy {test:.1%}"
+    line = f"{outcome.run_name}: val/loss {last.val_loss:.4g}{accuracy}{tested}"
+    return f"{line} ({outcome.seconds:.1f} s)"
 
 
 def _say(line: str) -> None:

@@ -29,7 +29,7 @@ def _param(value: str) -> Any:
 
 def run_dataset(params: Mapping[str, str]) -> Dataset:
     """The run's dataset, rebuilt from its ``data.*`` params (datasets are seeded)."""
-    names = ("n_samples", "noise", "seed", "val_fraction", "k")
+    names = ("n_samples", "noise", "seed", "val_fraction", "test_fraction", "k")
     kwargs = {n: _param(params[f"data.{n}"]) for n in names if f"data.{n}" in params}
     return make_dataset(params[DATA_KEY], **{n: v for n, v in kwargs.items() if v is not None})
 
