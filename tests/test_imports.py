@@ -11,9 +11,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("bpcore", "experiments")
 # subpackage of experiments → the subpackages it may import
 LAYERS = {
-    "app": {"diagnostics", "tracking"},
-    "figures": {"diagnostics", "tracking"},
+    "app": {"comparison", "diagnostics", "tracking"},
+    "figures": {"comparison", "diagnostics", "tracking"},
     "server": {"diagnostics", "tracking"},
+    "comparison": set(),
     "diagnostics": set(),
     "tracking": set(),
 }
