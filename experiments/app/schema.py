@@ -101,6 +101,7 @@ class Config:
     mlflow: MlflowConf = field(default_factory=MlflowConf)
     seed: int = 0  # network init and minibatch order
     preset: str = "default"  # the preset (conf/experiment/<preset>.yaml), for names
+    stage: str = "single"  # set by hydra/sweeper=tune: tune (the lr grid) or final (reported)
 
 
 def register_configs() -> None:

@@ -23,6 +23,9 @@ from experiments.tracking.store import masked, uri_problem
 T = TypeVar("T")
 
 
+STAGES = ("single", "tune", "final")  # of a run: no tuning; the lr grid; at the chosen lr
+
+
 class ConfigError(ValueError):
     """A config value outside what is allowed: ``key=value: what is allowed``."""
 
@@ -141,6 +144,8 @@ def _check_positive_ints(cfg: DictConfig) -> None:
         raise ConfigError("train.max_steps", cfg.train.max_steps, "an integer ≥ 1, or null")
     if cfg.seed < 0:
         raise ConfigError("seed", cfg.seed, "an integer ≥ 0")
+    if cfg.stage not in STAGES:
+        raise ConfigError("stage", cfg.stage, f"one of {', '.join(STAGES)}")
 
 
 def _batch_size(value: Any, n_train: int) -> int:

@@ -24,22 +24,25 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from experiments.app import tuning
 from experiments.app.setup import ConfigError, build
+from experiments.comparison import summary
+from experiments.comparison.records import config_keys, record
 from experiments.tracking.provenance import config_hash, git_commit
 from experiments.tracking.store import (
     TrackingError,
     browse_hint,
+    child_runs,
     default_tracking_uri,
     finish_parent_run,
     job_attempts,
+    log_text,
     prepare_experiment,
     reopen_parent_run,
     start_parent_run,
@@ -72,13 +75,16 @@ class SweepInfo:
 
 
 def job_configs(config: DictConfig) -> list[tuple[list[str], DictConfig]]:
-    """Every job's overrides and composed config, in the order Hydra's basic sweeper runs them."""
+    """Every job's overrides and composed config, in the order the sweeper runs them.  For the
+    tuning sweeper, stage 2's jobs stand in with the grid's first lr (their own is chosen
+    later, by the sweeper, which then records their config hashes)."""
     loader = GlobalHydra.instance().config_loader()
-    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
-    arguments = [f"{k}={v}" for k, v in params.items()]
-    arguments += list(config.hydra.overrides.task)
-    parsed = OverridesParser.create(config_loader=loader).parse_overrides(arguments)
-    jobs = [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    jobs = tuning.configs(config, loader)
+    grid = tuning.Grid.of(config.hydra.sweeper)
+    if grid is not None:
+        tuning.check_reserved(jobs)
+        stage1 = [job.overrides for job in tuning.tuning_jobs(jobs, grid)]
+        jobs = stage1 + tuning.final_jobs(jobs, [grid.lrs[0]] * len(jobs), grid)
     return [(job, loader.load_sweep_config(config, job)) for job in jobs]
 
 
@@ -94,6 +100,7 @@ class MlflowSweepCallback(Callback):
 
     def __init__(self) -> None:
         self.sweep: SweepInfo | None = None
+        self.sweep_dir = Path()
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
@@ -106,6 +113,9 @@ class MlflowSweepCallback(Callback):
                     raise ConfigError(f"mlflow.{key}", "a sweep", "one value for all jobs")
             if first.mlflow.resume and not first.mlflow.enabled:
                 raise ConfigError("mlflow.resume", True, "needs mlflow.enabled=true")
+            if tuning.Grid.of(config.hydra.sweeper) and not first.mlflow.enabled:
+                allowed = "true with hydra/sweeper=tune, which reads its stage-1 runs from MLflow"
+                raise ConfigError("mlflow.enabled", False, allowed)
             if not first.mlflow.enabled:
                 return
             uri = default_tracking_uri(first.mlflow.tracking_uri)
@@ -131,11 +141,14 @@ class MlflowSweepCallback(Callback):
             print(f"sweep {name}: {len(jobs)} jobs, parent run {parent}")
         swept = swept_keys([overrides for overrides, _ in jobs])
         self.sweep = SweepInfo(uri, experiment_id, parent, len(jobs), swept, hashes, finished)
-        self.sweep.save(Path(config.hydra.sweep.dir))
+        self.sweep_dir = Path(config.hydra.sweep.dir)
+        self.sweep.save(self.sweep_dir)
         atexit.register(self._close)  # also on Ctrl-C or a crash: the parent never stays RUNNING
         sys.stdout.flush()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.sweep is not None:
+            _summarize(SweepInfo.load(self.sweep_dir) or self.sweep)
         status = self._close()
         if status not in (None, "FINISHED"):
             sys.exit(f"sweep ended {status}: not every job finished (see the lines above)")
@@ -144,6 +157,7 @@ class MlflowSweepCallback(Callback):
         if self.sweep is None:
             return None
         sweep, self.sweep = self.sweep, None
+        sweep = SweepInfo.load(self.sweep_dir) or sweep  # a tuning sweeper adds its stage 2
         try:
             status = finish_parent_run(sweep.tracking_uri, sweep.parent_run_id, sweep.config_hashes)
         except TrackingError as error:  # the runs logged before the store went away are kept
@@ -152,6 +166,34 @@ class MlflowSweepCallback(Callback):
         print(f"parent run {sweep.parent_run_id}: {status}; browse with:")
         print(f"  {browse_hint(sweep.tracking_uri)}", flush=True)
         return status
+
+
+def _summarize(sweep: SweepInfo) -> None:
+    """Print the sweep's summary table (its reported runs: stage final, else every run) and log
+    it to the parent run as summary.md and summary.csv."""
+    jobs = set(sweep.config_hashes)
+    latest = {}
+    try:
+        for run in child_runs(sweep.tracking_uri, sweep.parent_run_id, sweep.experiment_id):
+            job = run.data.tags.get("config_hash")
+            if job in jobs and run.info.status == "FINISHED":
+                latest[job] = run  # oldest first: the newest attempt is kept
+        stage = summary.reported_stage(
+            [r.data.params.get("stage", "single") for r in latest.values()]
+        )
+        runs = [r for r in latest.values() if r.data.params.get("stage", "single") == stage]
+        keys = config_keys([run.data.params for run in runs])
+        found = [record(r.data.params, r.data.tags, r.data.metrics, keys) for r in runs]
+        table = summary.rows(found)
+        if not table:
+            return
+        text = summary.markdown(table)
+        log_text(sweep.tracking_uri, sweep.parent_run_id, text, "summary.md")
+        log_text(sweep.tracking_uri, sweep.parent_run_id, summary.csv_text(table), "summary.csv")
+    except Exception as error:  # the store failed: the parent's end reports it
+        print(f"no summary: {' '.join(str(error).split())}", flush=True)
+        return
+    print(f"test metrics over seeds (mean ± 95% interval, Student t):\n{text}", end="", flush=True)
 
 
 def _resume(
@@ -168,11 +210,11 @@ def _resume(
         labels = run.data.tags
         jobs_of.setdefault(labels["mlflow.parentRunId"], set()).add(labels["config_hash"])
     parent = max(jobs_of, key=lambda p: len(jobs_of[p]))  # the first of equals
-    ours = [run for run in attempts if run.data.tags["mlflow.parentRunId"] == parent]
+    ours = child_runs(uri, parent, experiment_id)  # any job of it (a tuning sweep's stage 2)
     finished = {
         run.data.tags["config_hash"]: run.info.run_name
-        for run in reversed(ours)  # oldest first: the newest FINISHED attempt is kept
-        if run.info.status == "FINISHED"
+        for run in ours  # oldest first: the newest FINISHED attempt is kept
+        if run.info.status == "FINISHED" and "config_hash" in run.data.tags
     }
     orphans = [run.info.run_id for run in ours if run.info.status == "RUNNING"]
     reopen_parent_run(uri, parent, tags, orphans)

@@ -139,7 +139,7 @@ def _tracker(cfg: DictConfig, name: str, sweep: SweepInfo | None) -> RunTracker 
     if not cfg.mlflow.enabled:
         return None
     tags = {"git_commit": git_commit(), "preset": cfg.preset, "overrides": " ".join(_overrides())}
-    tags["config_hash"] = config_hash(cfg)
+    tags |= {"config_hash": config_hash(cfg), "stage": cfg.stage}
     if sweep is not None:
         uri, parent = sweep.tracking_uri, sweep.parent_run_id
         experiment = {"id": sweep.experiment_id}

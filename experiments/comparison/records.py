@@ -35,6 +35,29 @@ class Record:
         return math.inf if self.diverged or not math.isfinite(self.val_loss) else self.val_loss
 
 
+REPLICATE_KEYS = ("seed",)  # runs that differ only in these are repeats of one config
+ACTIVATION_KEY = "activation.name"
+LR_KEY = "optim.lr"
+
+
+def config_keys(params: Sequence[Mapping[str, str]]) -> list[str]:
+    """The params that vary across runs (seeds excepted), the activation first and the
+    learning rate last, leaving out keys determined by the keys before them
+    (``activation.alpha`` follows from the activation; a tuned lr from its config)."""
+    keys = sorted({k for p in params for k in p} - set(REPLICATE_KEYS))
+    varying = [k for k in keys if len({p.get(k, "") for p in params}) > 1]
+    varying.sort(key=lambda k: (k != ACTIVATION_KEY, k == LR_KEY, k))
+    kept: list[str] = []
+    for key in varying:
+        seen: dict[tuple[str, ...], str] = {}
+        for p in params:
+            before = tuple(p.get(k, "") for k in kept)
+            if seen.setdefault(before, p.get(key, "")) != p.get(key, ""):
+                kept.append(key)
+                break
+    return kept
+
+
 def config_label(config: Config) -> str:
     """``activation=relu, model.depth=3``; ``all runs`` for the empty config."""
     return ", ".join(f"{key}={value}" for key, value in config) or "all runs"
@@ -56,7 +79,7 @@ def record(
     """A Record from a run's params, tags and last metric values; ``keys`` are the config's."""
     return Record(
         config=tuple((key, params.get(key, "")) for key in keys),
-        lr=_float(params, "optim.lr"),
+        lr=_float(params, LR_KEY),
         seed=int(params.get("seed", "0")),
         stage=params.get("stage", "single"),
         diverged=tags.get("diverged") == "true",

@@ -10,7 +10,6 @@ finished; of equal means, the smaller lr wins.  Nothing here reads a test metric
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from experiments.comparison.records import Config, Record
@@ -36,7 +35,7 @@ def candidates(records: list[Record]) -> dict[Config, list[Candidate]]:
         out[config] = []
         for lr in sorted(by_lr):
             losses = [r.failed_val_loss for r in by_lr[lr]]
-            mean = math.fsum(losses) / len(losses) if all(map(math.isfinite, losses)) else math.inf
+            mean = sum(losses) / len(losses)  # +inf if any is (a sum beyond 1.8e308 too)
             diverged = sum(r.diverged for r in by_lr[lr])
             out[config].append(Candidate(lr, mean, len(losses), diverged))
     return out

@@ -44,7 +44,7 @@ def interval(values: Sequence[float]) -> Interval:
     finite = [v for v in values if math.isfinite(v)]
     if not finite:
         return Interval(math.nan, None, 0)
-    mean = math.fsum(finite) / len(finite)
+    mean = sum(finite) / len(finite)  # inf, not an error, beyond 1.8e308
     if len(finite) < 2:
         return Interval(mean, None, len(finite))
     t = float(stats.t.ppf((1 + CONFIDENCE) / 2, len(finite) - 1))
@@ -66,14 +66,16 @@ class Row:
         return self.seeds, self.diverged, self.median_seconds
 
 
+def reported_stage(stages: Sequence[str]) -> str:
+    """The stage whose runs are reported: "final" if the sweep tuned its lrs, else "single"."""
+    return "final" if "final" in stages else "single"
+
+
 def rows(records: Sequence[Record]) -> list[Row]:
-    """One row per config of the reported runs (stage "final", else "single"), in the order
-    the configs first appear."""
-    reported = [r for r in records if r.stage == "final"] or [
-        r for r in records if r.stage == "single"
-    ]
+    """One row per config of the reported runs, in the order the configs first appear."""
+    stage = reported_stage([r.stage for r in records])
     by_config: dict[Config, list[Record]] = {}
-    for r in reported:
+    for r in (r for r in records if r.stage == stage):
         by_config.setdefault(r.config, []).append(r)
     out = []
     for config, runs in by_config.items():

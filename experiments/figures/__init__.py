@@ -1,5 +1,5 @@
 """Figures from tracked runs: one module per figure family (its data and its drawing), one
-registry (``registry.FIGURES``) that the CLI, the tests, the README check and the gallery read.
+registry (``registry.FIGURES``) that the CLI, the tests, docs/figures.md and the gallery read.
 
     common       the selected runs (``Data``), configs, bands over seeds, shared helpers
     style        the one plotting style (palette, sizes, ``render``)

@@ -19,6 +19,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bpcore import ACTIVATIONS
+from experiments.comparison import records
+from experiments.comparison.records import ACTIVATION_KEY
 from experiments.diagnostics.history import FloatArray, History, IntArray
 
 if TYPE_CHECKING:
@@ -30,8 +32,6 @@ if TYPE_CHECKING:
 Config = tuple[str, ...]
 T = TypeVar("T")
 
-REPLICATE_KEYS = ("seed",)  # varying these gives repeats of one config, averaged over
-ACTIVATION_KEY = "activation.name"
 LOSS_KEYS = ("train/loss", "val/loss")
 EXAMPLES_KEY = "progress/examples_seen"
 BATCH_LOSS_KEY = "train/batch_loss"
@@ -119,20 +119,8 @@ def value_order(key: str, value: str) -> tuple[float, str]:
 
 
 def config_keys(runs: Sequence[RunInfo]) -> list[str]:
-    """Params that vary across ``runs`` (seeds excepted), activation first, leaving out keys
-    determined by the keys before them (``activation.alpha`` follows from the activation)."""
-    keys = sorted({k for r in runs for k in r.params} - set(REPLICATE_KEYS))
-    varying = [k for k in keys if len({r.params.get(k, "") for r in runs}) > 1]
-    varying.sort(key=lambda k: (k != ACTIVATION_KEY, k))
-    kept: list[str] = []
-    for key in varying:
-        seen: dict[Config, str] = {}
-        for r in runs:
-            before = tuple(r.params.get(k, "") for k in kept)
-            if seen.setdefault(before, r.params.get(key, "")) != r.params.get(key, ""):
-                kept.append(key)
-                break
-    return kept
+    """The params that vary across ``runs``, seeds excepted (``comparison.records``)."""
+    return records.config_keys([r.params for r in runs])
 
 
 def group_runs(runs: Iterable[RunInfo], keys: Sequence[str]) -> dict[Config, list[RunInfo]]:

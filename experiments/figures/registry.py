@@ -1,6 +1,6 @@
 """Every figure the suite draws, in the order it draws them: one line per figure.
 
-The CLI draws the figures of ``chosen(data)``; the tests, the README's figure table check and
+The CLI draws the figures of ``chosen(data)``; the tests, the figure table of docs/figures.md and
 the gallery read ``FIGURES``.  A new figure is a function ``(Data) -> Built`` in a family
 module plus one line here.
 """
@@ -28,10 +28,10 @@ from experiments.figures.common import CanShow, Data, Draw, always
 class FigureKind:
     """One figure: its file name, how to draw it, when the selected runs can show it."""
 
-    name: str  # the file name (``<name>.png``) and the README's name for it
+    name: str  # the file name (``<name>.png``) and its name in the docs
     draw: Draw
     can_show: CanShow
-    what: str  # one line, as in the README's figure table
+    what: str  # one line, as in the figure table of docs/figures.md
     needs_runs: bool = True  # False: drawn while the runs are still being read
 
 

@@ -17,11 +17,11 @@ from collections.abc import Mapping
 import numpy as np
 
 from bpcore import theory
+from experiments.comparison.records import ACTIVATION_KEY
 from experiments.diagnostics.history import FloatArray, History, IntArray
 from experiments.diagnostics.recorder import layer_tag
 from experiments.figures import style
 from experiments.figures.common import (
-    ACTIVATION_KEY,
     BIAS_GRAD,
     DEPTH_KEY,
     Built,

@@ -224,13 +224,23 @@ def job_attempts(uri: str, experiment_id: str, config_hashes: set[str]) -> list[
 def reopen_parent_run(uri: str, run_id: str, tags: dict[str, str], orphans: list[str]) -> None:
     """A resumed sweep: end its ``orphans`` (runs left RUNNING by a killed job) KILLED and set
     the parent RUNNING again, with ``tags``."""
-    from mlflow.entities import RunTag
-
     client = mlflow_client(uri)
     for orphan in orphans:
         client.set_terminated(orphan, "KILLED")
     client.update_run(run_id, status="RUNNING")
-    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    set_tags(uri, run_id, tags)
+
+
+def log_text(uri: str, run_id: str, text: str, path: str) -> None:
+    """Log ``text`` as the artifact file ``path`` of the run."""
+    mlflow_client(uri).log_text(run_id, text, path)
+
+
+def set_tags(uri: str, run_id: str, tags: dict[str, str]) -> None:
+    """Set the run's ``tags`` (one call)."""
+    from mlflow.entities import RunTag
+
+    mlflow_client(uri).log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
 
 def browse_hint(uri: str) -> str:

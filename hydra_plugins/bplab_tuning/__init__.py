@@ -1,0 +1,1 @@
+"""Backprop Lab's Hydra plugin: the tuning sweeper (``hydra/sweeper=tune``)."""
