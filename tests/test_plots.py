@@ -42,6 +42,7 @@ NOT_IN_SWEEP = {  # what the end-to-end sweep below cannot show, and why
     "trainability": "one init",
     "speed_of_learning": "no log.full_gradient",
     "steps_vs_batch": "no log.full_gradient",
+    "lr_sensitivity": "not a tuned sweep (tests/test_tuning.py draws it)",
 }
 SWEEP_FIGURES = [name for name in FIGURES if name not in NOT_IN_SWEEP]
 TINY = ["data.n_samples=200", "train.epochs=3", "model.width=8", "log.every_n_steps=5"]
@@ -459,6 +460,9 @@ def test_plots_cli_writes_every_figure_and_logs_them(sweep: Sweep) -> None:
     assert done.stdout.splitlines()[: len(expected) + 1] == [str(p) for p in expected] + [
         str(out / "manifest.json")
     ]
+    table = (out / "summary.md").read_text()  # one row per config, printed too
+    assert len([line for line in table.splitlines() if line.startswith("| ")]) == 1 + 8
+    assert table in done.stdout
     for name in SWEEP_FIGURES:
         pixels = imread(out / f"{name}.png")
         assert pixels.std() > 0 and pixels.shape[1] in (680, 1400), name  # 3.4 or 7.0 in
@@ -469,7 +473,8 @@ def test_plots_cli_writes_every_figure_and_logs_them(sweep: Sweep) -> None:
     assert "grad_norm/layer_03" in flow["metric_keys"]
     assert manifest["figures"]["activation_gallery.png"]["runs"] == []
     logged = MlflowClient(sweep.uri).list_artifacts(sweep.parent_id, "figures")
-    assert {Path(a.path).name for a in logged} == {p.name for p in expected} | {"manifest.json"}
+    files = {"manifest.json", "summary.md", "summary.csv"}
+    assert {Path(a.path).name for a in logged} == {p.name for p in expected} | files
 
 
 @pytest.mark.slow
@@ -481,7 +486,7 @@ def test_same_runs_give_identical_pdf_and_svg_bytes(sweep: Sweep) -> None:
         done = python(sweep.folder, sweep.uri, *command, *args)
         assert done.returncode == 0, done.stderr
     files = sorted(p.name for p in folders[0].iterdir())
-    assert len(files) == 2 * len(SWEEP_FIGURES) + 1
+    assert len(files) == 2 * len(SWEEP_FIGURES) + 3  # the manifest, summary.md, summary.csv
     for name in files:
         assert (folders[0] / name).read_bytes() == (folders[1] / name).read_bytes(), name
 
@@ -565,3 +570,42 @@ def test_histograms_of_a_single_config() -> None:
     style.apply()
     fig, shown, _ = histograms.histograms(data)
     assert shown == [run] and style.render(fig, ["png"])["png"].startswith(b"\x89PNG")
+
+
+def test_lr_sensitivity_stars_each_configs_chosen_lr_and_marks_diverged_seeds() -> None:
+    """relu: lr 0.1 has the lower mean (0.4 < 0.6); tanh: a seed of lr 0.1 diverged, so 0.01
+    wins although the other seed did better."""
+    from experiments.figures import lr
+
+    losses = {
+        ("relu", 0.01): [0.5, 0.7],
+        ("relu", 0.1): [0.3, 0.5],
+        ("tanh", 0.01): [0.2, 0.2],
+        ("tanh", 0.1): [0.1, None],  # None: diverged
+    }
+    runs, histories = [], {}
+    for (activation, rate), values in losses.items():
+        for seed, value in enumerate(values):
+            name = f"{activation}-{rate}-{seed}"
+            params = {"activation.name": activation, "optim.lr": str(rate), "seed": str(seed)}
+            diverged = value is None
+            run = run_info(name, 3 if diverged else None, stage="tune", **params)
+            h = History(2)
+            h.add("epoch", 5, {"val/loss": 1.0 if diverged else value})
+            runs.append(run)
+            histories[name] = h
+    data = Data([], histories, [], [], tuning=runs)
+    assert registry.figure("lr_sensitivity").can_show(data)
+    style.apply()
+    fig, shown, used = lr.lr_sensitivity(data)
+    stars = [line for line in fig.axes[0].lines if line.get_marker() == "*"]
+    assert sorted((float(s.get_xdata()[0]), float(s.get_ydata()[0])) for s in stars) == [
+        (0.01, pytest.approx(0.2)),
+        (0.1, pytest.approx(0.4)),
+    ]
+    crosses = [
+        line for line in fig.axes[0].lines if line.get_marker() == "x" and len(line.get_xdata())
+    ]
+    assert [list(c.get_xdata()) for c in crosses] == [[0.1]]
+    assert shown == runs and used == ["val/loss"]
+    assert style.render(fig, ["png"])["png"].startswith(b"\x89PNG")

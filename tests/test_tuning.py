@@ -3,6 +3,7 @@ lr grid, the choice read back from MLflow, the reported seeds, the summary, resu
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
@@ -71,6 +72,16 @@ def test_each_config_gets_the_lr_with_the_best_mean_validation_loss(tmp_path: Pa
     rows = [line for line in Path(table).read_text().splitlines() if line.startswith("| activ")]
     assert len(rows) == 2 and all(" | 0.3 | " in row and " | 3 | 0 | " in row for row in rows)
     assert rows[0] in done.stdout  # the same table, printed
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    plots = [sys.executable, "-m", "experiments.plots", "--out", "figs", "--formats", "png"]
+    drawn = subprocess.run(plots, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert drawn.returncode == 0, drawn.stderr
+    manifest = json.loads((tmp_path / "figs" / "manifest.json").read_text())["figures"]
+    ids = {name: {run["id"] for run in entry["runs"]} for name, entry in manifest.items()}
+    assert ids["lr_sensitivity.png"] == {r.info.run_id for r in tuned}  # the lr grid
+    assert ids["gradient_flow.png"] == {r.info.run_id for r in final}  # the chosen lrs only
+    assert rows[0] in drawn.stdout  # the plots command prints the same table
 
 
 def test_a_sweep_killed_between_the_stages_resumes_without_rerunning_stage_1(

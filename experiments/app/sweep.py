@@ -33,7 +33,7 @@ from omegaconf.errors import OmegaConfBaseException
 from experiments.app import tuning
 from experiments.app.setup import ConfigError, build
 from experiments.comparison import summary
-from experiments.comparison.records import config_keys, record
+from experiments.comparison.records import config_keys, record, reported_stage
 from experiments.tracking.provenance import config_hash, git_commit
 from experiments.tracking.store import (
     TrackingError,
@@ -178,9 +178,7 @@ def _summarize(sweep: SweepInfo) -> None:
             job = run.data.tags.get("config_hash")
             if job in jobs and run.info.status == "FINISHED":
                 latest[job] = run  # oldest first: the newest attempt is kept
-        stage = summary.reported_stage(
-            [r.data.params.get("stage", "single") for r in latest.values()]
-        )
+        stage = reported_stage([r.data.params.get("stage", "single") for r in latest.values()])
         runs = [r for r in latest.values() if r.data.params.get("stage", "single") == stage]
         keys = config_keys([run.data.params for run in runs])
         found = [record(r.data.params, r.data.tags, r.data.metrics, keys) for r in runs]

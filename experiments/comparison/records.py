@@ -58,6 +58,11 @@ def config_keys(params: Sequence[Mapping[str, str]]) -> list[str]:
     return kept
 
 
+def reported_stage(stages: Sequence[str]) -> str:
+    """The stage whose runs are reported: "final" if the sweep tuned its lrs, else "single"."""
+    return "final" if "final" in stages else "single"
+
+
 def config_label(config: Config) -> str:
     """``activation=relu, model.depth=3``; ``all runs`` for the empty config."""
     return ", ".join(f"{key}={value}" for key, value in config) or "all runs"

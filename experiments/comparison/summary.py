@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from scipy import stats  # type: ignore[import-untyped]
 
-from experiments.comparison.records import Config, Record, config_label
+from experiments.comparison.records import Config, Record, config_label, reported_stage
 
 CONFIDENCE = 0.95
 
@@ -64,11 +64,6 @@ class Row:
     @property
     def counts(self) -> tuple[int, int, float]:
         return self.seeds, self.diverged, self.median_seconds
-
-
-def reported_stage(stages: Sequence[str]) -> str:
-    """The stage whose runs are reported: "final" if the sweep tuned its lrs, else "single"."""
-    return "final" if "final" in stages else "single"
 
 
 def rows(records: Sequence[Record]) -> list[Row]:

@@ -6,9 +6,11 @@
 
 Reads the FINISHED runs' params and tags (one search) and each run's ``history.npz`` (one
 download per run); draws every figure the runs can show in worker processes (those that need
-no runs while MLflow is still loading); writes ``<out>/<name>.{png,pdf}`` and
-``manifest.json`` (per file: runs and metric keys; the selection and git commit) and logs them
-to the sweep's parent run under ``figures/``.  Same runs, same PDF and SVG bytes.
+no runs while MLflow is still loading); writes ``<out>/<name>.{png,pdf}``, the sweep's
+summary table (``summary.md``, ``summary.csv``, also printed) and ``manifest.json`` (per file:
+runs and metric keys; the selection and git commit) and logs them to the sweep's parent run
+under ``figures/``.  A tuned sweep's figures show its reported (final) runs; its tuning runs
+are in ``lr_sensitivity``.  Same runs, same PDF and SVG bytes.
 The figures: ``experiments.figures.registry``; their look: ``experiments.figures.style``.
 """
 
@@ -24,9 +26,10 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
+from experiments.comparison import summary
 from experiments.diagnostics.history import HISTORY_FILE
 from experiments.figures import style
-from experiments.figures.common import Data, RunInfo, config_keys, panel_runs
+from experiments.figures.common import Data, RunInfo, config_keys, panel_runs, record_of
 from experiments.figures.registry import FIGURES, chosen, figure
 from experiments.figures.runs import log_files, read_classifiers, read_histories, select
 from experiments.tracking.provenance import git_commit
@@ -100,9 +103,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         uri = default_tracking_uri(args.tracking_uri)
         selection = select(uri, args.experiment, args.sweep, args.filter)
         histories = read_histories(uri, selection.runs)
-        runs = [r for r in selection.runs if r.run_id in histories]
-        if not runs:
+        found = [r for r in selection.runs if r.run_id in histories]
+        if not found:
             sys.exit(f"error: none of the {len(selection.runs)} selected runs has a {HISTORY_FILE}")
+        runs, tuning = Data.split(found)
         keys = config_keys(runs)
         panels, note = panel_runs(runs, keys, MAX_PANELS)
         if note:
@@ -111,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 file=sys.stderr,
             )
         models = read_classifiers(uri, [run for _, run in panels])
-        data = Data(runs, histories, keys, panels, models, args.target_loss)
+        data = Data(runs, histories, keys, panels, models, args.target_loss, tuning)
         names = chosen(data)
         for name in names:
             if name not in futures:  # not drawn already
@@ -134,9 +138,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     selected |= {"filter": args.filter, "resolved": resolved, "config_keys": keys}
     selected |= {"target_loss": args.target_loss}
     manifest = {"git_commit": git_commit(), "selection": selected, "figures": figures}
+    table = summary.rows([record_of(r, histories[r.run_id], keys) for r in runs])
+    tables = {"summary.md": summary.markdown(table), "summary.csv": summary.csv_text(table)}
+    for name, text in tables.items():
+        written.append(out / name)
+        written[-1].write_text(text)
     written.append(out / "manifest.json")
     written[-1].write_text(json.dumps(manifest, indent=2) + "\n")
-    print(written[-1], flush=True)
+    print(written[-1])
+    print(f"test metrics over seeds (mean ± 95% interval, Student t):\n{tables['summary.md']}")
     _log_to_parent(uri, selection.parent_run_id, written, args.filter)
 
 

@@ -78,6 +78,16 @@ class Data:
     panels: list[tuple[Config, RunInfo]]
     models: dict[str, MLP] = field(default_factory=dict)  # 2-D classifiers of the panel runs
     target_loss: float | None = None  # steps-to-target figures; None: chosen from the runs
+    tuning: list[RunInfo] = field(default_factory=list)  # a tuned sweep's stage-1 runs
+
+    @classmethod
+    def split(cls, runs: list[RunInfo]) -> tuple[list[RunInfo], list[RunInfo]]:
+        """(the reported runs: stage final if the sweep tuned its lrs, else every run; the
+        tuning runs).  Every figure but the lr's shows the reported runs."""
+        stages = [r.params.get("stage", "single") for r in runs]
+        reported = records.reported_stage(stages)
+        tuning = [r for r, stage in zip(runs, stages, strict=True) if stage == "tune"]
+        return [r for r, s in zip(runs, stages, strict=True) if s == reported], tuning
 
 
 Built = tuple["Figure", list[RunInfo], list[str]]  # the figure, runs shown, metric keys used
@@ -216,6 +226,15 @@ def final_value(history: History, key: str) -> float:
         return math.nan
     value = float(history.series(key)[1][-1])
     return value if math.isfinite(value) else math.nan
+
+
+RECORDED = ("val/loss", "test/loss", "test/accuracy", "progress/seconds")
+
+
+def record_of(run: RunInfo, history: History, keys: Sequence[str]) -> records.Record:
+    """The run as a comparison sees it (``comparison.records``), from its history."""
+    last = {key: final_value(history, key) for key in RECORDED}
+    return records.record(run.params, run.tags, last, keys)
 
 
 def examples_per_step(history: History) -> float:

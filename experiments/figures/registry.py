@@ -18,6 +18,7 @@ from experiments.figures import (
     histograms,
     layers,
     losses,
+    lr,
     moments,
     theory,
 )
@@ -138,6 +139,12 @@ FIGURES: tuple[FigureKind, ...] = (
         layers.activation_stats,
         always,
         "mean and std of aˡ per layer over training",
+    ),
+    FigureKind(
+        "lr_sensitivity",
+        lr.lr_sensitivity,
+        lr.has_tuning,
+        "final val loss vs lr per config over the tuning seeds (mean, 95% t-band); chosen lr ★",
     ),
     FigureKind(
         "steps_vs_batch",
