@@ -192,6 +192,17 @@ def test_config_hash_is_what_a_job_trains(compose_config) -> None:
         assert config_hash(compose_config(["optim.lr=0.01", change])) != base, change
 
 
+def test_a_job_hash_derived_without_composing_equals_the_composed_ones(compose_config) -> None:
+    """The tuning sweeper hashes its jobs from one composition per config."""
+    base = compose_config(["activation=relu", "optim.lr=0.001", "seed=100", "stage=tune"])
+    for lr, seed, stage in ((0.03, 7, "final"), (1e-05, 0, "tune"), (3.0, 12, "final")):
+        job = compose_config(
+            ["activation=relu", f"optim.lr={lr}", f"seed={seed}", f"stage={stage}"]
+        )
+        assert config_hash(base, optim__lr=lr, seed=seed, stage=stage) == config_hash(job)
+    assert config_hash(base, seed=101) != config_hash(base)
+
+
 @pytest.mark.parametrize("choice", [*(f"experiment={p}" for p in PRESETS), "hydra/launcher=slurm"])
 def test_our_configs_name_only_our_targets(compose_config, choice: str) -> None:
     cfg = compose_config([choice], hydra=True)

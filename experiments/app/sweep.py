@@ -74,18 +74,34 @@ class SweepInfo:
         return cls(**json.loads(path.read_text())) if path.exists() else None
 
 
-def job_configs(config: DictConfig) -> list[tuple[list[str], DictConfig]]:
-    """Every job's overrides and composed config, in the order the sweeper runs them.  For the
-    tuning sweeper, stage 2's jobs stand in with the grid's first lr (their own is chosen
-    later, by the sweeper, which then records their config hashes)."""
+@dataclass(frozen=True)
+class Jobs:
+    """A sweep's jobs as its callback checks them."""
+
+    overrides: list[list[str]]  # every job's, in the order the sweeper launches them
+    composed: list[tuple[list[str], DictConfig]]  # each distinct config to check, named
+    hashes: list[str]  # every job's config hash
+
+
+def expand(config: DictConfig) -> Jobs:
+    """The jobs of the sweep ``config``.  The basic sweeper: each job composed.  The tuning
+    sweeper: each config composed once (its jobs differ only in lr, seed and stage), and
+    stage 2 with the grid's first lr standing in for the one the sweeper chooses (it records
+    their hashes then)."""
     loader = GlobalHydra.instance().config_loader()
-    jobs = tuning.configs(config, loader)
+    configs = tuning.configs(config, loader)
     grid = tuning.Grid.of(config.hydra.sweeper)
-    if grid is not None:
-        tuning.check_reserved(jobs)
-        stage1 = [job.overrides for job in tuning.tuning_jobs(jobs, grid)]
-        jobs = stage1 + tuning.final_jobs(jobs, [grid.lrs[0]] * len(jobs), grid)
-    return [(job, loader.load_sweep_config(config, job)) for job in jobs]
+    if grid is None:
+        composed = [loader.load_sweep_config(config, job) for job in configs]
+        named = list(zip(configs, composed, strict=True))
+        return Jobs(configs, named, [config_hash(c) for c in composed])
+    tuning.check_reserved(configs)
+    composed = tuning.composed(config, loader, configs, grid)
+    jobs = tuning.tuning_jobs(configs, grid)
+    jobs += tuning.final_jobs(configs, [grid.lrs[0]] * len(configs), grid)
+    hashes = [job.hash(composed[job.config]) for job in jobs]
+    named = list(zip(configs, composed, strict=True))
+    return Jobs([job.overrides for job in jobs], named, hashes)
 
 
 def swept_keys(jobs: list[list[str]]) -> list[str]:
@@ -104,12 +120,12 @@ class MlflowSweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
-            jobs = job_configs(config)
-            for overrides, job in jobs:
-                _check(job, overrides)
-            first = jobs[0][1]
+            jobs = expand(config)
+            for overrides, composed in jobs.composed:
+                _check(composed, overrides)
+            first = jobs.composed[0][1]
             for key in ("enabled", "tracking_uri", "experiment_name", "resume"):
-                if len({job.mlflow[key] for _, job in jobs}) > 1:
+                if len({job.mlflow[key] for _, job in jobs.composed}) > 1:
                     raise ConfigError(f"mlflow.{key}", "a sweep", "one value for all jobs")
             if first.mlflow.resume and not first.mlflow.enabled:
                 raise ConfigError("mlflow.resume", True, "needs mlflow.enabled=true")
@@ -123,24 +139,24 @@ class MlflowSweepCallback(Callback):
         except (ConfigError, TrackingError, HydraException, OmegaConfBaseException) as error:
             sys.exit(f"error: {error}")  # before anything is created
         started = datetime.now().strftime("%Y%m%d-%H%M%S")
-        tags = {"overrides": " ".join(config.hydra.overrides.task), "n_jobs": str(len(jobs))}
-        hashes = [config_hash(job) for _, job in jobs]
+        n_jobs, hashes = len(jobs.overrides), jobs.hashes
+        tags = {"overrides": " ".join(config.hydra.overrides.task), "n_jobs": str(n_jobs)}
         resumed = None
         if first.mlflow.resume:
             resumed = _resume(uri, experiment_id, hashes, tags | {"resumed": started})
         if resumed is not None:
             parent, finished = resumed
             skipped = sum(job in finished for job in hashes)
-            print(f"resuming sweep {parent}: {skipped} of {len(jobs)} jobs already FINISHED")
+            print(f"resuming sweep {parent}: {skipped} of {n_jobs} jobs already FINISHED")
         else:
             if first.mlflow.resume:
                 print(f"resume: no job of this sweep ran in {first.mlflow.experiment_name!r} yet")
             name = f"{first.preset}-{started}"
             tags |= {"git_commit": git_commit(), "preset": first.preset}
             parent, finished = start_parent_run(uri, experiment_id, name, tags), {}
-            print(f"sweep {name}: {len(jobs)} jobs, parent run {parent}")
-        swept = swept_keys([overrides for overrides, _ in jobs])
-        self.sweep = SweepInfo(uri, experiment_id, parent, len(jobs), swept, hashes, finished)
+            print(f"sweep {name}: {n_jobs} jobs, parent run {parent}")
+        swept = swept_keys(jobs.overrides)
+        self.sweep = SweepInfo(uri, experiment_id, parent, n_jobs, swept, hashes, finished)
         self.sweep_dir = Path(config.hydra.sweep.dir)
         self.sweep.save(self.sweep_dir)
         atexit.register(self._close)  # also on Ctrl-C or a crash: the parent never stays RUNNING

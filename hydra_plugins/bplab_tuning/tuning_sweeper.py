@@ -53,7 +53,6 @@ class TuningSweeper(BasicSweeper):
         from experiments.app import tuning
         from experiments.app.sweep import SweepInfo
         from experiments.comparison.records import config_label
-        from experiments.tracking.provenance import config_hash
         from experiments.tracking.store import child_runs, log_text, set_tags
 
         assert self.config is not None and self.hydra_context is not None
@@ -78,10 +77,11 @@ class TuningSweeper(BasicSweeper):
             print(f"chosen lr {lr:g} for {config_label(name)}", flush=True)
 
         stage2 = tuning.final_jobs(configs, choice.lrs, grid)
-        hashes = [config_hash(loader.load_sweep_config(self.config, job)) for job in stage2]
+        composed = tuning.composed(self.config, loader, configs, grid)
+        hashes = [job.hash(composed[job.config]) for job in stage2]
         final = info.config_hashes[: len(stage1)] + hashes
         dataclasses.replace(info, config_hashes=final).save(sweep_dir)
-        returns.append(self._launch(stage2, len(stage1)))
+        returns.append(self._launch([job.overrides for job in stage2], len(stage1)))
         return returns
 
     def _launch(self, jobs: list[list[str]], first: int) -> list[JobReturn]:
