@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/python -m experiments.train -m experiment=quickstart
-	$(BIN)/python -m experiments.plots --experiment quickstart
+	$(BIN)/python -m experiments.plots --experiment quickstart --formats png
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -16,8 +16,6 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scipy import stats  # type: ignore[import-untyped]
-
 from experiments.comparison.records import Config, Record, config_label, reported_stage
 
 CONFIDENCE = 0.95
@@ -47,6 +45,8 @@ def interval(values: Sequence[float]) -> Interval:
     mean = sum(finite) / len(finite)  # inf, not an error, beyond 1.8e308
     if len(finite) < 2:
         return Interval(mean, None, len(finite))
+    from scipy import stats  # type: ignore[import-untyped]  # ≈ 1 s: only when needed
+
     t = float(stats.t.ppf((1 + CONFIDENCE) / 2, len(finite) - 1))
     return Interval(mean, t * statistics.stdev(finite) / math.sqrt(len(finite)), len(finite))
 

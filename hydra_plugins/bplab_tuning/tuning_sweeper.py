@@ -85,10 +85,11 @@ class TuningSweeper(BasicSweeper):
         return returns
 
     def _launch(self, jobs: list[list[str]], first: int) -> list[JobReturn]:
-        """Launch ``jobs`` in batches of max_batch_size, numbered from ``first``."""
+        """Launch ``jobs`` in batches of max_batch_size, numbered from ``first``.  Unlike the
+        basic sweeper it does not compose every job first to see that it composes (≈ 0.2 s a
+        job): the sweep callback has checked each config."""
         assert self.launcher is not None
         results: list[JobReturn] = []
         for batch in self.split_overrides_to_chunks(jobs, self.max_batch_size):
-            self.validate_batch_is_legal(batch)
             results.extend(self.launcher.launch(batch, initial_job_idx=first + len(results)))
         return results
