@@ -609,3 +609,28 @@ def test_lr_sensitivity_stars_each_configs_chosen_lr_and_marks_diverged_seeds() 
     assert [list(c.get_xdata()) for c in crosses] == [[0.1]]
     assert shown == runs and used == ["val/loss"]
     assert style.render(fig, ["png"])["png"].startswith(b"\x89PNG")
+
+
+def test_lr_vs_batch_draws_the_chosen_lr_of_each_batch_size() -> None:
+    """Batch 16 does best at lr 0.1, 64 at 0.3, 256 at 1.0 (validation loss): the points; the
+    linear rule through batch 16 reaches 0.1 · 256/16 = 1.6 at batch 256."""
+    from experiments.figures import batch
+
+    best = {"16": 0.1, "64": 0.3, "256": 1.0}
+    runs, histories = [], {}
+    for size, winner in best.items():
+        for rate in (0.1, 0.3, 1.0):
+            name = f"b{size}-{rate}"
+            params = {"train.batch_size": size, "optim.lr": str(rate), "seed": "100"}
+            runs.append(run_info(name, stage="tune", **params))
+            histories[name] = History(2)
+            histories[name].add("epoch", 5, {"val/loss": 0.1 if rate == winner else 0.5})
+    data = Data([], histories, [], [], tuning=runs)
+    assert registry.figure("lr_vs_batch").can_show(data)
+    style.apply()
+    fig, shown, _ = batch.lr_vs_batch(data)
+    lines = {line.get_label(): line for line in fig.axes[0].lines}
+    chosen = lines["chosen on validation loss"]
+    assert list(chosen.get_xdata()) == [16, 64, 256] and list(chosen.get_ydata()) == [0.1, 0.3, 1.0]
+    linear = lines["lr ∝ B (linear)"]
+    assert linear.get_ydata()[-1] == pytest.approx(1.6) and shown == runs

@@ -1,6 +1,8 @@
-"""``batch_size`` (loss against examples, steps and seconds per batch size; steps to a target)
-and ``steps_vs_batch`` (McCandlish et al. 2018: the fewest steps to a training-set loss per
-batch size, with the fit S = S_min (1 + B_noise/B); the noise_scale preset)."""
+"""``batch_size`` (loss against examples, steps and seconds per batch size; steps to a target),
+``lr_vs_batch`` (a tuned sweep's chosen lr per batch size against the linear and square-root
+scaling rules) and ``steps_vs_batch`` (McCandlish et al. 2018: the fewest steps to a
+training-set loss per batch size, with the fit S = S_min (1 + B_noise/B); the noise_scale
+preset)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bpcore.noise_scale import fit_steps_vs_batch
+from bpcore.optim import scaled_lr
+from experiments.comparison.records import LR_KEY
+from experiments.comparison.selection import chosen_lrs
 from experiments.diagnostics.history import FloatArray, History
 from experiments.figures import style
 from experiments.figures.common import (
@@ -27,11 +32,13 @@ from experiments.figures.common import (
     RunInfo,
     against,
     band,
+    config_keys,
     config_label,
     examples_per_step,
     finite_or_nan,
     group_runs,
     log_if_decades,
+    record_of,
     runs_with,
     with_band,
 )
@@ -184,6 +191,51 @@ def batch_size(data: Data) -> Built:
         ]
     style.legend(fig, handles)
     return fig, data.runs, [LOSS_KEYS[0], EXAMPLES_KEY, SECONDS_KEY]
+
+
+def chosen_per_batch(data: Data) -> tuple[FloatArray, FloatArray]:
+    """(batch sizes, the lr the protocol chose for each: the effective lr, after the sweep's
+    lr_scaling rule), from the tuning runs; sorted by batch size."""
+    keys = [k for k in config_keys(data.tuning) if k != LR_KEY]
+    if BATCH_KEY not in keys:
+        keys.append(BATCH_KEY)
+    chosen = chosen_lrs([record_of(r, data.histories[r.run_id], keys) for r in data.tuning])
+    points = {}
+    for run in data.tuning:
+        config = tuple((key, run.params.get(key, "")) for key in keys)
+        size = batch_size_of(run, data.histories[run.run_id])
+        rule = run.params.get("train.lr_scaling", "none")
+        reference = int(run.params.get("train.reference_batch_size", "1"))
+        points[size] = scaled_lr(chosen[config], round(size), rule, reference)
+    sizes = np.array(sorted(points), dtype=np.float64)
+    return sizes, np.array([points[b] for b in sizes], dtype=np.float64)
+
+
+def tuned_batch_sizes(data: Data) -> bool:
+    """A tuned sweep whose configs differ in batch size."""
+    return len({r.params.get(BATCH_KEY) for r in data.tuning}) > 1
+
+
+def lr_vs_batch(data: Data) -> Built:
+    """Each batch size's chosen (effective) lr, with lr ∝ B and lr ∝ √B through the smallest
+    batch's: which scaling rule the tuned learning rates follow."""
+    from matplotlib.ticker import NullFormatter
+
+    sizes, lrs = chosen_per_batch(data)
+    fig = style.figure(style.ONE_COLUMN, 2.6)
+    ax = fig.subplots()
+    b = np.geomspace(sizes.min(), sizes.max(), 100)
+    ax.plot(b, lrs[0] * b / sizes[0], "--", color=style.BLACK, lw=0.8, label="lr ∝ B (linear)")
+    ax.plot(b, lrs[0] * np.sqrt(b / sizes[0]), ":", color=style.BLACK, lw=0.8, label="lr ∝ √B")
+    ax.plot(sizes, lrs, "o-", color=style.BLUE, label="chosen on validation loss")
+    ax.set(xscale="log", yscale="log", xlabel="batch size B", ylabel="learning rate")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter("{x:g}")
+        axis.set_minor_formatter(NullFormatter())
+    grid = sorted({float(r.params["optim.lr"]) for r in data.tuning})
+    ax.set_title(f"grid: {', '.join(f'{lr:g}' for lr in grid)}", fontsize=7)
+    ax.legend(loc="upper left")
+    return fig, data.tuning, ["val/loss"]
 
 
 def steps_vs_batch(data: Data) -> Built:

@@ -141,6 +141,12 @@ FIGURES: tuple[FigureKind, ...] = (
         "mean and std of aˡ per layer over training",
     ),
     FigureKind(
+        "lr_vs_batch",
+        batch.lr_vs_batch,
+        batch.tuned_batch_sizes,
+        "each batch size's chosen lr, with lr ∝ B and lr ∝ √B through the smallest batch's",
+    ),
+    FigureKind(
         "lr_sensitivity",
         lr.lr_sensitivity,
         lr.has_tuning,
