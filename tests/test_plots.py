@@ -43,6 +43,7 @@ NOT_IN_SWEEP = {  # what the end-to-end sweep below cannot show, and why
     "speed_of_learning": "no log.full_gradient",
     "steps_vs_batch": "no log.full_gradient",
     "lr_sensitivity": "not a tuned sweep (tests/test_tuning.py draws it)",
+    "lr_vs_batch": "not a tuned sweep",
 }
 SWEEP_FIGURES = [name for name in FIGURES if name not in NOT_IN_SWEEP]
 TINY = ["data.n_samples=200", "train.epochs=3", "model.width=8", "log.every_n_steps=5"]
