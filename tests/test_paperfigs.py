@@ -41,44 +41,60 @@ def _run(batch_size: int, lr: float, seed: int = 0) -> History:
 
 @pytest.fixture(scope="module")
 def runs() -> dict[str, History]:
-    return {f"b{b}-lr{lr}": _run(b, lr) for b in (4, 16, 160) for lr in (0.3, 1.0)}
+    grid = [(b, lr, seed) for b in (4, 16, 160) for lr in (0.3, 1.0) for seed in (0, 1)]
+    return {f"b{b}-lr{lr}-s{seed}": _run(b, lr, seed) for b, lr, seed in grid}
 
 
 def test_overlay_is_the_mean_field_line_through_the_top_hidden_layer(runs) -> None:
-    layers, measured, predicted = theory.overlay(runs["b4-lr0.3"]) or ((), (), ())
+    layers, measured, predicted = theory.overlay(runs["b4-lr0.3-s0"]) or ((), (), ())
     np.testing.assert_array_equal(layers, [1, 2, 3])
     assert predicted[-1] == measured[-1]
-    ratio = math.sqrt(theory.first(runs["b4-lr0.3"], theory.CHI1))
+    ratio = math.sqrt(theory.first(runs["b4-lr0.3-s0"], theory.CHI1))
     np.testing.assert_allclose(predicted[:-1] / predicted[1:], ratio, rtol=1e-12)
     assert theory.overlay(History(3)) is None
 
 
 def test_growth_points_undo_the_logged_slope(runs) -> None:
     chi, measured = theory.growth_points(runs)
-    h = runs["b4-lr0.3"]
+    h = runs["b4-lr0.3-s0"]
     assert chi[0] == theory.first(h, theory.CHI1)
     assert measured[0] == pytest.approx(math.exp(-2 * theory.first(h, theory.SLOPE)), rel=1e-12)
 
 
 def _infos(runs: dict[str, History]) -> list[RunInfo]:
-    return [RunInfo(k, k, {"train.batch_size": k.split("-")[0][1:]}) for k in runs]
+    def params(name: str) -> dict[str, str]:
+        batch_size, lr, seed = name.split("-")
+        return {"train.batch_size": batch_size[1:], "optim.lr": lr[2:], "seed": seed[1:]}
+
+    return [RunInfo(k, k, params(k)) for k in runs]
 
 
-def test_best_steps_take_the_fastest_learning_rate(runs) -> None:
+def test_best_steps_take_the_learning_rate_fastest_on_average_over_seeds(runs) -> None:
     target = max(float(h.series(batch.FULL_LOSS)[1].min()) for h in runs.values())
     batches, steps = batch.best_steps(_infos(runs), runs, target)
     np.testing.assert_array_equal(batches, [4.0, 16.0, 160.0])
     for b, s in zip(batches, steps):
-        each = [
-            batch.steps_to_target(*h.series(batch.FULL_LOSS), target)
-            for k, h in runs.items()
-            if k.startswith(f"b{int(b)}-")
-        ]
-        assert s == min(each)
+        means = []
+        for lr in ("0.3", "1.0"):
+            seeds = [runs[f"b{int(b)}-lr{lr}-s{seed}"] for seed in (0, 1)]
+            each = [batch.steps_to_target(*h.series(batch.FULL_LOSS), target) for h in seeds]
+            means.append((each[0] + each[1]) / 2)
+        assert s == pytest.approx(min(means), rel=1e-12)
+
+
+def test_best_steps_leave_out_an_lr_that_one_seed_never_brought_to_the_target(runs) -> None:
+    target = max(float(h.series(batch.FULL_LOSS)[1].min()) for h in runs.values())
+    stuck = History(3)  # a seed whose training-set loss never falls
+    for step in range(0, 50, 5):
+        stuck.add("step", step, {batch.FULL_LOSS: 10 * target})
+    infos = [r for r in _infos(runs) if r.name.startswith("b4-")]
+    lr_03 = [runs[f"b4-lr0.3-s{seed}"].series(batch.FULL_LOSS) for seed in (0, 1)]
+    _, steps = batch.best_steps(infos, {**runs, "b4-lr1.0-s1": stuck}, target)
+    assert steps == pytest.approx([np.mean([batch.steps_to_target(*s, target) for s in lr_03])])
 
 
 def test_layer_moments(runs) -> None:
-    h = runs["b4-lr0.3"]
+    h = runs["b4-lr0.3-s0"]
     layers, second, mean = moments.layer_moments_of(h)
     np.testing.assert_array_equal(layers, [1, 2, 3])
     std, m = (h.series(f"{f}/layer_02")[1][0] for f in ("act_std", "act_mean"))

@@ -102,15 +102,19 @@ def default_target(curves: Iterable[Band], reached_by: float = 0.5) -> float:
 def best_steps(
     runs: Sequence[RunInfo], histories: Mapping[str, History], target: float = TARGET_LOSS
 ) -> tuple[FloatArray, FloatArray]:
-    """(batch sizes, fewest steps to ``target`` of the training-set loss over the runs of each
-    batch size), by batch size; runs that never reach it are left out."""
-    best: dict[float, float] = {}
+    """(batch sizes, fewest steps to ``target`` of the training-set loss), by batch size: per
+    learning rate the mean over its seeds, then the lr with the fewest; an lr counts only if
+    every seed of it reached the target (the minimum over seeds would reward luck)."""
+    steps: dict[tuple[float, str], list[float]] = {}
     for run in runs:
         h = histories[run.run_id]
-        s = steps_to_target(*h.series(FULL_LOSS), target)
-        b = batch_size_of(run, h)
-        if not math.isnan(s):
-            best[b] = min(best.get(b, math.inf), s)
+        key = (batch_size_of(run, h), run.params.get(LR_KEY, ""))
+        steps.setdefault(key, []).append(steps_to_target(*h.series(FULL_LOSS), target))
+    best: dict[float, float] = {}
+    for (b, _), per_seed in steps.items():
+        mean = float(np.mean(per_seed))  # NaN if a seed never reached the target
+        if not math.isnan(mean):
+            best[b] = min(best.get(b, math.inf), mean)
     batches = np.array(sorted(best), dtype=np.float64)
     return batches, np.array([best[b] for b in batches], dtype=np.float64)
 
@@ -245,7 +249,7 @@ def steps_vs_batch(data: Data) -> Built:
     batches, steps = best_steps(runs, data.histories, target)
     fig = style.figure(style.ONE_COLUMN, 2.8)
     ax = fig.subplots()
-    ax.plot(batches, steps, "o", color=style.BLUE, label="best learning rate of the grid")
+    ax.plot(batches, steps, "o", color=style.BLUE, label="best lr of the grid, mean over seeds")
     if len(batches) >= 2:
         s_min, b_noise = fit_steps_vs_batch(batches, steps)
         b = np.geomspace(batches.min(), batches.max(), 200)

@@ -156,7 +156,7 @@ FIGURES: tuple[FigureKind, ...] = (
         "steps_vs_batch",
         batch.steps_vs_batch,
         batch.has_full_loss,
-        "fewest steps to a training loss per batch size, with S_min(1 + B_noise/B)",
+        "steps to a training loss per batch size (best lr, seed mean), with S_min(1 + B_noise/B)",
     ),
 )
 
