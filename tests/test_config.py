@@ -219,3 +219,23 @@ def test_a_target_outside_our_packages_is_found(compose_config) -> None:
         ("hydra.callbacks.evil._target_", "builtins.print"),
         ("hydra.callbacks.nested.x._target_", "os.getcwd"),
     ]
+
+
+def test_docs_configuration_names_every_key_of_the_schema() -> None:
+    """docs/configuration.md (linked from the README) is where users look keys up: each key of
+    the schema is in its group's row, as `key` or `group.key`."""
+    import dataclasses
+    import re
+
+    from experiments.app.schema import Config
+
+    page = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text()
+    rows = {m[0]: m[1] for m in re.findall(r"^\| `(\w+)[^|]*\|(.*)\|$", page, re.MULTILINE)}
+    for group in dataclasses.fields(Config):
+        if not dataclasses.is_dataclass(group.default_factory):  # seed, preset, stage
+            assert f"`{group.name}`" in page, group.name
+            continue
+        for key in dataclasses.fields(group.default_factory):
+            if key.name != "name":
+                spans = re.findall(r"`([\w.]+)`", rows[group.name])
+                assert {key.name, f"{group.name}.{key.name}"} & set(spans), (group.name, key.name)
