@@ -12,6 +12,10 @@ runs and metric keys; the selection and git commit) and logs them to the sweep's
 under ``figures/``.  A tuned sweep's figures show its reported (final) runs; its tuning runs
 are in ``lr_sensitivity``.  Same runs, same PDF and SVG bytes.
 The figures: ``experiments.figures.registry``; their look: ``experiments.figures.style``.
+
+A figure that fails is named on stderr, with its error, and the others are still written.
+Exit status: 0 every figure written and logged; 1 an error, said in one line on stderr (no
+such store or runs, a figure not drawn, the files not logged); 2 a bad argument.
 """
 
 from __future__ import annotations
@@ -120,7 +124,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         for name in names:
             if name not in futures:  # not drawn already
                 futures[name] = pool.submit(draw, name, data, args.formats)
-        drawn = {name: futures[name].result() for name in names}
+        drawn: dict[str, Drawn] = {}
+        failed: dict[str, str] = {}  # by figure: its error
+        for name in names:
+            try:
+                drawn[name] = futures[name].result()
+            except Exception as e:  # a bug, or runs it cannot draw: the other figures still are
+                failed[name] = f"{type(e).__name__}: {' '.join(str(e).split())}"
+                print(f"error: figure {name} not drawn: {failed[name]}", file=sys.stderr)
     folder = re.sub(r"[^\w.\-]+", "_", selection.experiment).strip("._") or "experiment"
     out = Path(args.out) if args.out else Path("figures", folder)
     out.mkdir(parents=True, exist_ok=True)
@@ -138,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     selected |= {"filter": args.filter, "resolved": resolved, "config_keys": keys}
     selected |= {"target_loss": args.target_loss}
     manifest = {"git_commit": git_commit(), "selection": selected, "figures": figures}
+    manifest |= {"not_drawn": failed}
     table = summary.rows([record_of(r, histories[r.run_id], keys) for r in runs])
     tables = {"summary.md": summary.markdown(table), "summary.csv": summary.csv_text(table)}
     for name, text in tables.items():
@@ -148,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(written[-1])
     print(f"test metrics over seeds (mean ± 95% interval, Student t):\n{tables['summary.md']}")
     _log_to_parent(uri, selection.parent_run_id, written, args.filter)
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
