@@ -4,12 +4,16 @@ sweep in a temporary sqlite store."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
+import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -605,6 +609,7 @@ def test_a_figure_that_fails_is_named_and_the_others_are_written(
     for h in histories.values():
         h.add("act", 0, {f"act_{s}/layer_{l:02d}": 0.5 for s in ("mean", "std") for l in (1, 2)})
     logged: list[str] = []
+    monkeypatch.setattr(plots_cli, "check_store", lambda uri: None)
     monkeypatch.setattr(plots_cli, "select", lambda *args: Selection("exp", "parent", runs))
     monkeypatch.setattr(plots_cli, "read_histories", lambda uri, runs: histories)
     monkeypatch.setattr(plots_cli, "read_classifiers", lambda uri, runs: {})
@@ -625,6 +630,76 @@ def test_a_figure_that_fails_is_named_and_the_others_are_written(
     assert sorted(logged) == written
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["not_drawn"] == {"loss_curves": f"OverflowError: {OVERFLOW}"}
+
+
+def plots_failing_on(uri: str, folder: Path, prefix: Sequence[str] = ()) -> str:
+    """``python -m experiments.plots`` on the store ``uri``: it fails within seconds with a
+    line or two and no traceback; the last line."""
+    started = time.monotonic()
+    command = [*prefix, sys.executable, "-m", "experiments.plots", "--tracking-uri", uri]
+    done = subprocess.run(
+        [*command, "--out", str(folder / "figs")],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) <= 2 and lines[-1].startswith("error: "), done.stderr
+    assert time.monotonic() - started < 45  # MLflow alone retries a database for ≈ 100 s
+    assert not (folder / "figs").exists()
+    return lines[-1]
+
+
+def test_plots_on_a_garbage_file_say_so_in_one_line(tmp_path: Path) -> None:
+    store = tmp_path / "mlflow.db"
+    store.write_bytes(np.random.default_rng(0).bytes(20_000))
+    line = plots_failing_on(f"sqlite:///{store}", tmp_path)
+    what = f"{store} cannot be read as an MLflow store (file is not a database)"
+    assert line == f"error: {what}; check --tracking-uri or $MLFLOW_TRACKING_URI"
+
+
+def test_plots_on_a_closed_port_say_so_in_one_line(tmp_path: Path) -> None:
+    uri = "postgresql://u@127.0.0.1:1/db"  # nothing listens on port 1
+    line = plots_failing_on(uri, tmp_path)
+    assert line.startswith(f"error: cannot connect to the MLflow store {uri}: ")
+    assert "Connection refused" in line
+
+
+def read_only_prefix(folder: Path) -> list[str]:
+    """The command prefix under which ``folder`` (mode 555) cannot be written to: none for a
+    user; for root, setpriv without the capabilities that let root write anywhere."""
+    if os.geteuid() != 0:
+        return []
+    prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+    touch = [*prefix, "touch", str(folder / "probe")]
+    if not shutil.which("setpriv") or subprocess.run(touch, capture_output=True).returncode == 0:
+        pytest.skip("as root, which writes to read-only folders, and setpriv cannot drop that")
+    return prefix
+
+
+@pytest.mark.slow
+def test_plots_on_a_store_in_a_read_only_folder_say_so_in_one_line(tmp_path: Path) -> None:
+    """A store that misses a table (left half-created): MLflow creates it before it reads,
+    and fails in a read-only folder (reading alone needs no writes)."""
+    from mlflow import MlflowClient
+
+    folder = tmp_path / "store"
+    folder.mkdir()
+    uri = f"sqlite:///{folder}/mlflow.db"
+    MlflowClient(uri).search_experiments()  # creates the store
+    with contextlib.closing(sqlite3.connect(folder / "mlflow.db")) as db:
+        db.execute("DROP TABLE params")
+        db.commit()
+    folder.chmod(0o555)
+    try:
+        line = plots_failing_on(uri, tmp_path, read_only_prefix(folder))
+    finally:
+        folder.chmod(0o755)
+    assert (
+        line == f"error: MLflow cannot read the store {uri}: attempt to write a readonly database"
+    )
 
 
 def test_the_readme_gallery_is_what_the_gallery_command_writes(

@@ -15,7 +15,8 @@ The figures: ``experiments.figures.registry``; their look: ``experiments.figures
 
 A figure that fails is named on stderr, with its error, and the others are still written.
 Exit status: 0 every figure written and logged; 1 an error, said in one line on stderr (no
-such store or runs, a figure not drawn, the files not logged); 2 a bad argument.
+such store or runs, a store that cannot be read, a figure not drawn, the files not logged);
+2 a bad argument.
 """
 
 from __future__ import annotations
@@ -35,7 +36,13 @@ from experiments.diagnostics.history import HISTORY_FILE
 from experiments.figures import style
 from experiments.figures.common import Data, RunInfo, config_keys, panel_runs, record_of
 from experiments.figures.registry import FIGURES, chosen, figure
-from experiments.figures.runs import log_files, read_classifiers, read_histories, select
+from experiments.figures.runs import (
+    check_store,
+    log_files,
+    read_classifiers,
+    read_histories,
+    select,
+)
 from experiments.tracking.provenance import git_commit
 from experiments.tracking.store import TrackingError, default_tracking_uri
 
@@ -63,7 +70,7 @@ def _log_to_parent(uri: str, parent: str | None, paths: list[Path], where: str) 
     try:
         log_files(uri, parent, paths, folder)
     except TrackingError as e:
-        sys.exit(f"error: {e}")
+        sys.exit(f"error: {e} (the files are in {paths[0].parent})")
     print(f"logged {len(paths)} files to run {parent} (artifacts: {folder}/)")
 
 
@@ -95,6 +102,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     """Select runs, draw every figure, write the manifest, log the files to the parent run."""
     args = parse_args(argv)
+    uri = default_tracking_uri(args.tracking_uri)
+    try:
+        check_store(uri)
+    except TrackingError as e:
+        sys.exit(f"error: {e}")
     # The workers start now, before MLflow is imported (forked on Linux, spawned on macOS: each
     # task is ``draw`` and its arguments, pickled); figures that need no runs start drawing now.
     with ProcessPoolExecutor(max(1, min(3, os.cpu_count() or 1))) as pool:
@@ -104,7 +116,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             for kind in FIGURES
             if not kind.needs_runs
         }
-        uri = default_tracking_uri(args.tracking_uri)
         selection = select(uri, args.experiment, args.sweep, args.filter)
         histories = read_histories(uri, selection.runs)
         found = [r for r in selection.runs if r.run_id in histories]
