@@ -4,12 +4,16 @@ sweep in a temporary sqlite store."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
+import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +36,9 @@ from experiments.figures import (
     registry,
     style,
 )
-from experiments.figures.common import Data, RunInfo
+from experiments.figures import cli as plots_cli
+from experiments.figures.common import CEILING, Data, RunInfo
+from experiments.figures.runs import Selection
 
 FIGURES = [kind.name for kind in registry.FIGURES]
 ALWAYS = [kind.name for kind in registry.FIGURES if kind.can_show(Data([], {}, [], []))]
@@ -146,6 +152,12 @@ def test_band_aligns_series_and_skips_non_finite_values() -> None:
     assert np.isnan(b.mean).all() and np.isnan(b.hi).all()
 
 
+def test_band_mean_of_huge_finite_values_does_not_overflow() -> None:
+    b = common.band([(np.array([0]), np.array([1e308])), (np.array([0]), np.array([1.5e308]))])
+    np.testing.assert_allclose(b.mean, [1.25e308])  # their sum is inf
+    assert not b.over.any()
+
+
 def test_per_layer_families_and_grad_flow() -> None:
     h = history(3, [0, 5, 10], [5, 10])
     steps, layers, m = common.per_layer_over_time(h, "grad_norm")
@@ -186,6 +198,68 @@ def test_loss_curves_average_seeds_and_mark_where_diverged_runs_stopped() -> Non
     (early,) = curves[0].stops
     assert early.examples == 3 * 32 and early.loss["val/loss"] == 1.0  # its last batch loss
     assert not curves[2].stops
+
+
+def test_loss_curves_draw_huge_finite_losses_at_the_ceiling_and_mark_them() -> None:
+    """Finite losses up to float64's largest (a relu run at lr 1e4 reached 1.3e257 without
+    diverging) are drawn at CEILING, marked ▲; before, drawing them raised OverflowError."""
+    from matplotlib.colors import to_rgba
+
+    runs = [
+        run_info("huge", **{"activation.name": "relu", "seed": "0"}),
+        run_info("max", **{"activation.name": "relu", "seed": "1"}),
+        run_info("crossing", **{"activation.name": "tanh", "seed": "0"}),
+        run_info("fine", **{"activation.name": "sigmoid", "seed": "0"}),
+    ]
+    histories = {  # val/loss = 2 × scale / epoch at epochs 2 and 4
+        "huge": history(2, [0], [2, 4], scale=1.3e257),
+        "max": history(2, [0], [2, 4], scale=1e308),
+        "crossing": history(2, [0], [2, 4], scale=1.5 * CEILING),
+        "fine": history(2, [0], [2, 4]),
+    }
+    curves = losses.loss_curves_of(histories, runs, ["activation.name"])
+    sigmoid, tanh, relu = curves
+    for by in (relu.by_step, relu.by_examples):
+        b = by["val/loss"]
+        for values in (b.mean, b.lo, b.hi):
+            np.testing.assert_array_equal(values, [CEILING, CEILING])
+        assert b.over.all()
+    crossing = tanh.by_step["val/loss"]
+    np.testing.assert_array_equal(crossing.mean, [CEILING, 0.75 * CEILING])
+    assert list(crossing.over) == [True, False]
+    assert not tanh.by_step["train/loss"].over.any()  # 0.75 × CEILING, 0.375 × CEILING
+    np.testing.assert_array_equal(sigmoid.by_step["val/loss"].mean, [1.0, 0.5])
+    assert not sigmoid.by_step["val/loss"].over.any()
+
+    style.apply()
+    data = Data(runs, histories, ["activation.name"], [])
+    fig, _, _ = losses.loss_curves(data)
+    assert style.render(fig, ["png"])["png"].startswith(b"\x89PNG")
+    val_by_step = fig.axes[2]
+    marks = [line for line in val_by_step.lines if line.get_marker() == "^"]
+    relu_colour, tanh_colour = (to_rgba(style.activation_style(a)[0]) for a in ("relu", "tanh"))
+    assert {to_rgba(m.get_color()): list(m.get_xdata()) for m in marks} == {
+        relu_colour: [2, 4],
+        tanh_colour: [2],
+    }
+    assert all(list(m.get_ydata()) == [CEILING] * len(m.get_xdata()) for m in marks)
+    assert val_by_step.get_ylim()[1] < 1e40
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[-1] == "above 1e+38, drawn at it"
+
+
+def test_gradient_heatmaps_end_their_colour_scale_at_the_ceiling() -> None:
+    runs = [run_info(a, **{"activation.name": a}) for a in ("relu", "tanh")]
+    histories = {  # ‖∂L/∂Wˡ‖ = scale × 10^-l × (1 + step), l = 1, 2, 3
+        "relu": history(3, [0, 5, 10], [5], scale=1e258),
+        "tanh": history(3, [0, 5, 10], [5]),
+    }
+    data = Data(runs, histories, ["activation.name"], [((r.name,), r) for r in runs])
+    style.apply()
+    fig, _, _ = gradients.gradient_heatmaps(data)
+    assert style.render(fig, ["png"])["png"].startswith(b"\x89PNG")  # before: OverflowError
+    norm = fig.axes[0].collections[0].norm
+    assert (norm.vmin, norm.vmax) == (1e-3, CEILING)
 
 
 def test_panel_runs_keep_every_activation_at_the_last_depth() -> None:
@@ -510,6 +584,122 @@ def test_empty_or_unknown_selection_fails_with_one_line(
     assert done.returncode == 1
     assert done.stderr.startswith(message) and len(done.stderr.strip().splitlines()) == 1
     assert args[-1] in done.stderr and not (sweep.folder / "x").exists()
+
+
+OVERFLOW = "cannot convert float infinity to integer"  # what loss_curves raised on a 1e257 loss
+
+
+DRAW = plots_cli.draw
+
+
+def draw_all_but_loss_curves(name: str, data: Data, formats: list[str]) -> plots_cli.Drawn:
+    """The CLI's ``draw`` (module level: the workers unpickle it), loss_curves failing."""
+    if name == "loss_curves":
+        raise OverflowError(OVERFLOW)
+    return DRAW(name, data, formats)
+
+
+@pytest.mark.slow
+def test_a_figure_that_fails_is_named_and_the_others_are_written(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI with the store replaced by two runs in memory and loss_curves raising."""
+    runs = [run_info(a, **{"activation.name": a, "seed": "0"}) for a in ("relu", "tanh")]
+    histories = {r.run_id: history(2, [0, 5, 10], [5, 10]) for r in runs}
+    for h in histories.values():
+        h.add("act", 0, {f"act_{s}/layer_{l:02d}": 0.5 for s in ("mean", "std") for l in (1, 2)})
+    logged: list[str] = []
+    monkeypatch.setattr(plots_cli, "check_store", lambda uri: None)
+    monkeypatch.setattr(plots_cli, "select", lambda *args: Selection("exp", "parent", runs))
+    monkeypatch.setattr(plots_cli, "read_histories", lambda uri, runs: histories)
+    monkeypatch.setattr(plots_cli, "read_classifiers", lambda uri, runs: {})
+    monkeypatch.setattr(
+        plots_cli, "log_files", lambda *args: logged.extend(p.name for p in args[2])
+    )
+    monkeypatch.setattr(plots_cli, "draw", draw_all_but_loss_curves)
+    with pytest.raises(SystemExit) as exited:
+        plots_cli.main(["--out", str(tmp_path), "--formats", "png"])
+    assert exited.value.code == 1
+    error = f"error: figure loss_curves not drawn: OverflowError: {OVERFLOW}"
+    assert capsys.readouterr().err.splitlines() == [error]
+    others = [name for name in ALWAYS if name != "loss_curves"]  # the gallery among them
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == sorted(
+        [f"{n}.png" for n in others] + ["manifest.json", "summary.csv", "summary.md"]
+    )
+    assert sorted(logged) == written
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["not_drawn"] == {"loss_curves": f"OverflowError: {OVERFLOW}"}
+
+
+def plots_failing_on(uri: str, folder: Path, prefix: Sequence[str] = ()) -> str:
+    """``python -m experiments.plots`` on the store ``uri``: it fails within seconds with a
+    line or two and no traceback; the last line."""
+    started = time.monotonic()
+    command = [*prefix, sys.executable, "-m", "experiments.plots", "--tracking-uri", uri]
+    done = subprocess.run(
+        [*command, "--out", str(folder / "figs")],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) <= 2 and lines[-1].startswith("error: "), done.stderr
+    assert time.monotonic() - started < 45  # MLflow alone retries a database for ≈ 100 s
+    assert not (folder / "figs").exists()
+    return lines[-1]
+
+
+def test_plots_on_a_garbage_file_say_so_in_one_line(tmp_path: Path) -> None:
+    store = tmp_path / "mlflow.db"
+    store.write_bytes(np.random.default_rng(0).bytes(20_000))
+    line = plots_failing_on(f"sqlite:///{store}", tmp_path)
+    what = f"{store} cannot be read as an MLflow store (file is not a database)"
+    assert line == f"error: {what}; check --tracking-uri or $MLFLOW_TRACKING_URI"
+
+
+def test_plots_on_a_closed_port_say_so_in_one_line(tmp_path: Path) -> None:
+    uri = "postgresql://u@127.0.0.1:1/db"  # nothing listens on port 1
+    line = plots_failing_on(uri, tmp_path)
+    assert line.startswith(f"error: cannot connect to the MLflow store {uri}: ")
+    assert "Connection refused" in line
+
+
+def read_only_prefix(folder: Path) -> list[str]:
+    """The command prefix under which ``folder`` (mode 555) cannot be written to: none for a
+    user; for root, setpriv without the capabilities that let root write anywhere."""
+    if os.geteuid() != 0:
+        return []
+    prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+    touch = [*prefix, "touch", str(folder / "probe")]
+    if not shutil.which("setpriv") or subprocess.run(touch, capture_output=True).returncode == 0:
+        pytest.skip("as root, which writes to read-only folders, and setpriv cannot drop that")
+    return prefix
+
+
+@pytest.mark.slow
+def test_plots_on_a_store_in_a_read_only_folder_say_so_in_one_line(tmp_path: Path) -> None:
+    """A store that misses a table (left half-created): MLflow creates it before it reads,
+    and fails in a read-only folder (reading alone needs no writes)."""
+    from mlflow import MlflowClient
+
+    folder = tmp_path / "store"
+    folder.mkdir()
+    uri = f"sqlite:///{folder}/mlflow.db"
+    MlflowClient(uri).search_experiments()  # creates the store
+    with contextlib.closing(sqlite3.connect(folder / "mlflow.db")) as db:
+        db.execute("DROP TABLE params")
+        db.commit()
+    folder.chmod(0o555)
+    try:
+        line = plots_failing_on(uri, tmp_path, read_only_prefix(folder))
+    finally:
+        folder.chmod(0o755)
+    assert (
+        line == f"error: MLflow cannot read the store {uri}: attempt to write a readonly database"
+    )
 
 
 def test_the_readme_gallery_is_what_the_gallery_command_writes(

@@ -12,6 +12,11 @@ runs and metric keys; the selection and git commit) and logs them to the sweep's
 under ``figures/``.  A tuned sweep's figures show its reported (final) runs; its tuning runs
 are in ``lr_sensitivity``.  Same runs, same PDF and SVG bytes.
 The figures: ``experiments.figures.registry``; their look: ``experiments.figures.style``.
+
+A figure that fails is named on stderr, with its error, and the others are still written.
+Exit status: 0 every figure written and logged; 1 an error, said in one line on stderr (no
+such store or runs, a store that cannot be read, a figure not drawn, the files not logged);
+2 a bad argument.
 """
 
 from __future__ import annotations
@@ -31,7 +36,13 @@ from experiments.diagnostics.history import HISTORY_FILE
 from experiments.figures import style
 from experiments.figures.common import Data, RunInfo, config_keys, panel_runs, record_of
 from experiments.figures.registry import FIGURES, chosen, figure
-from experiments.figures.runs import log_files, read_classifiers, read_histories, select
+from experiments.figures.runs import (
+    check_store,
+    log_files,
+    read_classifiers,
+    read_histories,
+    select,
+)
 from experiments.tracking.provenance import git_commit
 from experiments.tracking.store import TrackingError, default_tracking_uri
 
@@ -59,7 +70,7 @@ def _log_to_parent(uri: str, parent: str | None, paths: list[Path], where: str) 
     try:
         log_files(uri, parent, paths, folder)
     except TrackingError as e:
-        sys.exit(f"error: {e}")
+        sys.exit(f"error: {e} (the files are in {paths[0].parent})")
     print(f"logged {len(paths)} files to run {parent} (artifacts: {folder}/)")
 
 
@@ -91,6 +102,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     """Select runs, draw every figure, write the manifest, log the files to the parent run."""
     args = parse_args(argv)
+    uri = default_tracking_uri(args.tracking_uri)
+    try:
+        check_store(uri)
+    except TrackingError as e:
+        sys.exit(f"error: {e}")
     # The workers start now, before MLflow is imported (forked on Linux, spawned on macOS: each
     # task is ``draw`` and its arguments, pickled); figures that need no runs start drawing now.
     with ProcessPoolExecutor(max(1, min(3, os.cpu_count() or 1))) as pool:
@@ -100,7 +116,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             for kind in FIGURES
             if not kind.needs_runs
         }
-        uri = default_tracking_uri(args.tracking_uri)
         selection = select(uri, args.experiment, args.sweep, args.filter)
         histories = read_histories(uri, selection.runs)
         found = [r for r in selection.runs if r.run_id in histories]
@@ -120,7 +135,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         for name in names:
             if name not in futures:  # not drawn already
                 futures[name] = pool.submit(draw, name, data, args.formats)
-        drawn = {name: futures[name].result() for name in names}
+        drawn: dict[str, Drawn] = {}
+        failed: dict[str, str] = {}  # by figure: its error
+        for name in names:
+            try:
+                drawn[name] = futures[name].result()
+            except Exception as e:  # a bug, or runs it cannot draw: the other figures still are
+                failed[name] = f"{type(e).__name__}: {' '.join(str(e).split())}"
+                print(f"error: figure {name} not drawn: {failed[name]}", file=sys.stderr)
     folder = re.sub(r"[^\w.\-]+", "_", selection.experiment).strip("._") or "experiment"
     out = Path(args.out) if args.out else Path("figures", folder)
     out.mkdir(parents=True, exist_ok=True)
@@ -138,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     selected |= {"filter": args.filter, "resolved": resolved, "config_keys": keys}
     selected |= {"target_loss": args.target_loss}
     manifest = {"git_commit": git_commit(), "selection": selected, "figures": figures}
+    manifest |= {"not_drawn": failed}
     table = summary.rows([record_of(r, histories[r.run_id], keys) for r in runs])
     tables = {"summary.md": summary.markdown(table), "summary.csv": summary.csv_text(table)}
     for name, text in tables.items():
@@ -148,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(written[-1])
     print(f"test metrics over seeds (mean ± 95% interval, Student t):\n{tables['summary.md']}")
     _log_to_parent(uri, selection.parent_run_id, written, args.filter)
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

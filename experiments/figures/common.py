@@ -42,6 +42,11 @@ BATCH_KEY = "train.batch_size"
 STEP, LAYER = "optimizer step", "layer l (1 = input)"  # axis labels
 BIAS_GRAD = r"$\Vert\partial L/\partial b^l\Vert$"
 
+# Finite values above it are drawn at it, marked (``band``): float32 overflows just past it
+# (3.4e38), and a log axis that reaches towards float64's largest (1.8e308) overflows
+# matplotlib's tick locator (OverflowError).
+CEILING = 1e38
+
 
 @dataclass(frozen=True)
 class RunInfo:
@@ -205,7 +210,7 @@ def spans_decades(arrays: Iterable[NDArray[np.floating[Any]]], decades: float = 
     """Do the positive finite values span at least ``decades`` powers of ten (log axis)?"""
     values = np.concatenate([positive(a).ravel() for a in arrays] + [np.array([])])
     values = values[~np.isnan(values)]
-    return values.size > 0 and math.log10(values.max() / values.min()) >= decades
+    return values.size > 0 and math.log10(values.max()) - math.log10(values.min()) >= decades
 
 
 def per_layer_over_time(history: History, family: str) -> tuple[IntArray, IntArray, FloatArray]:
@@ -253,36 +258,46 @@ def against(history: History, key: str, x_key: str | None) -> tuple[NDArray[Any]
 
 @dataclass
 class Band:
-    """Mean and min–max over runs at each x (NaN where no run has a finite value)."""
+    """Mean and min–max over runs at each x (NaN where no run has a finite value); ``over``:
+    where the max was above the ceiling, so that mean, min and max were drawn at it."""
 
     x: FloatArray
     mean: FloatArray
     lo: FloatArray
     hi: FloatArray
+    over: NDArray[np.bool_]
 
 
-def band(series: Sequence[tuple[NDArray[np.generic], FloatArray]]) -> Band:
-    """Align (x, y) series on the union of their x; mean, min, max of the finite y at each x."""
+def band(
+    series: Sequence[tuple[NDArray[np.generic], FloatArray]], ceiling: float = math.inf
+) -> Band:
+    """Align (x, y) series on the union of their x; mean, min, max of the finite y at each x,
+    each at most ``ceiling``."""
     xs = np.unique(np.concatenate([np.asarray(x, dtype=np.float64) for x, _ in series]))
     table = np.full((len(series), len(xs)), np.nan)
     for row, (x, y) in zip(table, series, strict=True):
         row[np.searchsorted(xs, np.asarray(x, dtype=np.float64))] = finite_or_nan(y)
     ok = ~np.isnan(table)
     count = ok.sum(axis=0)
-    total = np.where(ok, table, 0.0).sum(axis=0)
-    mean = np.divide(total, count, out=np.full(len(xs), np.nan), where=count > 0)
+    shares = np.where(ok, table, 0.0) / np.maximum(count, 1)  # their sum may overflow: 2e308
+    mean = np.where(count > 0, shares.sum(axis=0), np.nan)
     lo = np.where(count > 0, np.where(ok, table, np.inf).min(axis=0), np.nan)
     hi = np.where(count > 0, np.where(ok, table, -np.inf).max(axis=0), np.nan)
-    return Band(xs, mean, lo, hi)
+    over = hi > ceiling
+    return Band(
+        xs, np.minimum(mean, ceiling), np.minimum(lo, ceiling), np.minimum(hi, ceiling), over
+    )
 
 
 # ---------------------------------------------------------------------------- drawing helpers
 
 
 def with_band(ax: Axes, b: Band, **kw: Any) -> None:
-    """Mean line over a min–max band (over seeds)."""
+    """Mean line over a min–max band (over seeds); a ▲ where the band was capped."""
     ax.fill_between(b.x, b.lo, b.hi, color=kw["color"], alpha=0.15, lw=0)
     ax.plot(b.x, b.mean, **kw)
+    if b.over.any():
+        ax.plot(b.x[b.over], b.hi[b.over], "^", color=kw["color"], ms=5, clip_on=False)
 
 
 def log_if_decades(ax: Axes, bands: Sequence[Band]) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 from experiments.diagnostics.history import FloatArray, History, IntArray
 from experiments.figures import style
 from experiments.figures.common import (
+    CEILING,
     LAYER,
     STEP,
     Built,
@@ -67,14 +68,17 @@ def gradient_flow(data: Data) -> Built:
 
 
 def gradient_heatmaps(data: Data) -> Built:
-    """Layer × step ‖∂L/∂W‖ of one seed per config, on one shared log colour scale."""
+    """Layer × step ‖∂L/∂W‖ of one seed per config, on one shared log colour scale that ends
+    at ``CEILING`` (a colour bar with a ▲ end when some norm is above it)."""
     from matplotlib.colors import LogNorm
     from matplotlib.ticker import MaxNLocator
 
     maps = [per_layer_over_time(data.histories[run.run_id], "grad_norm") for _, run in data.panels]
     values = np.concatenate([positive(m).ravel() for _, _, m in maps])
     values = values[~np.isnan(values)]
-    norm = LogNorm(values.min(), values.max()) if values.size else LogNorm(1e-3, 1.0)
+    over = values.size > 0 and values.max() > CEILING
+    top = min(values.max(), CEILING) if values.size else 1.0
+    norm = LogNorm(min(values.min(), top), top) if values.size else LogNorm(1e-3, 1.0)
     fig, axes = style.grid(len(maps), 1.3)
     for ax, (config, _), (steps, layers, m) in zip(axes, data.panels, maps, strict=True):
         masked = np.ma.masked_invalid(positive(m))
@@ -84,6 +88,7 @@ def gradient_heatmaps(data: Data) -> Built:
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.supxlabel(STEP)
     fig.supylabel(LAYER)
-    fig.colorbar(mesh, ax=axes, label=f"{GRAD_NORM} (lowest seed)")
+    extend = "max" if over else "neither"
+    fig.colorbar(mesh, ax=axes, label=f"{GRAD_NORM} (lowest seed)", extend=extend)
     shown = [run for _, run in data.panels]
     return fig, shown, family_keys(data, shown, "grad_norm")

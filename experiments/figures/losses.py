@@ -13,6 +13,7 @@ from experiments.figures import style
 from experiments.figures.common import (
     BATCH_KEY,
     BATCH_LOSS_KEY,
+    CEILING,
     EXAMPLES_KEY,
     LOSS_KEYS,
     STEP,
@@ -82,7 +83,7 @@ def loss_curves_of(
     histories: Mapping[str, History], runs: Sequence[RunInfo], group_by: Sequence[str]
 ) -> list[LossCurves]:
     """Per config: mean and min–max band over seeds of train/val loss vs step and vs examples
-    seen (from the epoch records), and where its diverged runs stopped."""
+    seen (from the epoch records), capped at ``CEILING``, and where its diverged runs stopped."""
     curves = []
     for config, group in group_runs(runs, group_by).items():
         hs = [histories[r.run_id] for r in group]
@@ -90,8 +91,8 @@ def loss_curves_of(
         for key in LOSS_KEYS:
             logged = [h for h in hs if key in h.keys]
             if logged:
-                by_step[key] = band([against(h, key, None) for h in logged])
-                by_examples[key] = band([against(h, key, EXAMPLES_KEY) for h in logged])
+                by_step[key] = band([against(h, key, None) for h in logged], CEILING)
+                by_examples[key] = band([against(h, key, EXAMPLES_KEY) for h in logged], CEILING)
         stops = [s for r, h in zip(group, hs, strict=True) if (s := _stop(r, h)) is not None]
         label = config_label(group_by, config)
         curves.append(LossCurves(config, label, group, by_step, by_examples, stops))
@@ -100,7 +101,8 @@ def loss_curves_of(
 
 def loss_curves(data: Data) -> Built:
     """Train/val loss vs step and vs examples seen: mean, min–max over seeds.  An × marks
-    where a diverged run stopped, at its last finite loss (on the edge if off the chart)."""
+    where a diverged run stopped, at its last finite loss (on the edge if off the chart); a ▲
+    where a finite loss above ``CEILING`` is drawn at it."""
     from matplotlib.lines import Line2D
 
     curves = loss_curves_of(data.histories, data.runs, data.keys)
@@ -134,6 +136,9 @@ def loss_curves(data: Data) -> Built:
     stopped = any(c.stops for c in curves)
     if stopped:
         handles.append(Line2D([], [], color="0.2", marker="x", ls="none", label="diverged"))
+    if any(b.over.any() for b in bands):
+        label = f"above {CEILING:.0e}, drawn at it"
+        handles.append(Line2D([], [], color="0.2", marker="^", ls="none", label=label))
     style.legend(fig, handles)
     used = [*LOSS_KEYS, EXAMPLES_KEY] + ([BATCH_LOSS_KEY] if stopped else [])
     return fig, data.runs, used

@@ -60,7 +60,7 @@ FIGURES: tuple[FigureKind, ...] = (
         "loss_curves",
         losses.loss_curves,
         always,
-        "train/val loss vs step and vs examples seen, band over seeds, × where a run diverged",
+        "train/val loss vs step and examples seen, band over seeds; × where diverged, ▲ above 1e38",
     ),
     FigureKind(
         "saturation_dead",

@@ -20,10 +20,13 @@ from experiments.tracking.store import (
     TrackingError,
     check_tracking_uri,
     children_of,
+    database_problem,
+    describe_failure,
     fetch_artifact,
+    masked,
     mlflow_client,
     search_all,
-    sqlite_path,
+    sqlite_problem,
 )
 
 if TYPE_CHECKING:
@@ -55,14 +58,18 @@ def latest_sweep(client: Any, experiment_ids: list[str]) -> Run | None:
     return None
 
 
-def check_store_exists(uri: str) -> None:
-    """A sqlite store must exist (MLflow would create an empty one); a server must answer."""
-    if uri.lower().startswith("sqlite:"):
-        path = sqlite_path(uri)
-        if not path.is_file():
-            raise TrackingError(f"no MLflow store at {path} (tracking URI {uri})")
-        return
-    check_tracking_uri(uri)
+def check_store(uri: str) -> None:
+    """Refuse, in seconds and without MLflow, a store the figures cannot read: a sqlite file
+    that is missing or not an MLflow store (MLflow would create one), a database or server
+    that does not answer (MLflow would retry for minutes).  TrackingError, one line."""
+    scheme = uri.partition(":")[0].lower()
+    if scheme == "sqlite":
+        problem = sqlite_problem(uri)
+    else:
+        check_tracking_uri(uri)
+        problem = database_problem(uri) if scheme.startswith("postgresql") else None
+    if problem:
+        raise TrackingError(problem)
 
 
 def select_runs(
@@ -73,7 +80,6 @@ def select_runs(
     MLflow search filter on top.  TrackingError when nothing matches."""
     from mlflow.exceptions import MlflowException
 
-    check_store_exists(uri)
     client = mlflow_client(uri)
     found = None
     if sweep:
@@ -122,11 +128,17 @@ def select_runs(
 
 
 def select(uri: str, experiment: str | None, sweep: str | None, where: str) -> Selection:
-    """Resolve --sweep / --experiment / --filter into FINISHED runs; exit with one line if none."""
+    """Resolve --sweep / --experiment / --filter into FINISHED runs (from a store that
+    ``check_store`` passed); exit with one line if none, or if the store fails."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         name, parent, found = select_runs(uri, experiment, sweep, where)
     except TrackingError as e:
         sys.exit(f"error: {e}")
+    except (MlflowException, SQLAlchemyError, OSError) as e:  # e.g. a read-only sqlite store
+        sys.exit(f"error: MLflow cannot read the store {masked(uri)}: {describe_failure(uri, e)}")
     runs = [
         RunInfo(r.info.run_id, r.info.run_name, r.data.params, r.data.tags, r.info.artifact_uri)
         for r in found

@@ -5,12 +5,16 @@ imported on first use (≈ 2 s), so a command that fails a check never pays it.
 HTTP stores: MLflow retries for minutes by default; ``check_tracking_uri`` sets (only if
 unset) ``MLFLOW_HTTP_REQUEST_MAX_RETRIES=2``, ``…_BACKOFF_FACTOR=1`` and ``…_TIMEOUT=10``
 so that a lost server surfaces in seconds (the writer process inherits the environment).
+Database stores: MLflow tries to connect 10 times over ≈ 100 s; ``database_problem`` tries
+once, for at most ``PGCONNECT_TIMEOUT`` seconds (set to 5 if unset).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sqlite3
 import time
 import urllib.error
 import urllib.parse
@@ -31,6 +35,7 @@ _HTTP_ENV = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
 _CHILDREN = "tags.mlflow.parentRunId IS NOT NULL"
+_CHECK_URI = "check --tracking-uri or $MLFLOW_TRACKING_URI"
 
 
 class TrackingError(RuntimeError):
@@ -114,14 +119,46 @@ def _server_problem(uri: str) -> str | None:
     return None
 
 
+def sqlite_problem(uri: str) -> str | None:
+    """Why the sqlite store of ``uri`` cannot be read as an MLflow store (missing, not a
+    database, no MLflow tables: MLflow would create them, in whatever file it is), or None.
+    Reads only, without MLflow."""
+    path = sqlite_path(uri)
+    if not path.is_file():
+        return f"no MLflow store at {path} (tracking URI {uri})"
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.Error as e:
+        return f"{path} cannot be read as an MLflow store ({e}); {_CHECK_URI}"
+    if "experiments" not in tables:
+        return f"{path} is not an MLflow store (it has no MLflow tables); {_CHECK_URI}"
+    return None
+
+
+def database_problem(uri: str) -> str | None:
+    """Why a ``postgresql://`` store cannot be connected to (one attempt, of at most
+    ``PGCONNECT_TIMEOUT`` seconds), or None."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    os.environ.setdefault("PGCONNECT_TIMEOUT", "5")
+    try:
+        sqlalchemy.create_engine(uri, poolclass=NullPool).connect().close()
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError) as e:  # ImportError: no such driver
+        return f"cannot connect to the MLflow store {masked(uri)}: {describe_failure(uri, e)}"
+    return None
+
+
 def describe_failure(uri: str, error: Exception) -> str:
     """One line for a failed MLflow call: a server that stopped answering is named as such
-    (MLflow's own message is a page of retry details)."""
+    (MLflow's own message is a page of retry details); a database error is the driver's
+    message, without SQLAlchemy's statement and links."""
     if uri.lower().startswith("http"):
         problem = _server_problem(uri)
         if problem:
             return problem.replace(" is not reachable", " stopped answering")
-    return " ".join(str(error).split())
+    return " ".join(str(getattr(error, "orig", None) or error).split())
 
 
 def mlflow_client(uri: str) -> Any:
