@@ -802,6 +802,36 @@ def test_lr_sensitivity_stars_each_configs_chosen_lr_and_marks_diverged_seeds() 
     assert style.render(fig, ["png"])["png"].startswith(b"\x89PNG")
 
 
+def test_lr_sensitivity_puts_many_configs_in_a_panel_per_first_key_value() -> None:
+    """3 activations × 2 depths (6 configs > ONE_PANEL): a panel per activation, a star per
+    depth in each; the band needs 3 seeds (2 give no width, 3 the Student-t interval)."""
+    from scipy import stats
+
+    from experiments.figures import lr
+
+    runs, histories = [], {}
+    for activation in ("relu", "selu", "tanh"):
+        for layers in ("3", "10"):
+            for rate in (0.01, 0.1):
+                for seed in range(2):
+                    name = f"{activation}-{layers}-{rate}-{seed}"
+                    params = {"activation.name": activation, "model.depth": layers}
+                    params |= {"optim.lr": str(rate), "seed": str(seed)}
+                    runs.append(run_info(name, None, stage="tune", **params))
+                    histories[name] = History(2)
+                    histories[name].add("epoch", 5, {"val/loss": rate + seed / 10})
+    style.apply()
+    fig, _, _ = lr.lr_sensitivity(Data([], histories, [], [], tuning=runs))
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == ["relu", "selu", "tanh"]
+    for ax in panels:
+        assert len([line for line in ax.lines if line.get_marker() == "*"]) == 2
+    assert lr.t_band([1.0, 2.0]) == (1.5, 1.5)
+    low, high = stats.t.interval(0.95, 2, loc=2.0, scale=stats.sem([1.0, 2.0, 3.0]))
+    assert lr.t_band([1.0, 2.0, 3.0]) == (pytest.approx(low), pytest.approx(high))
+    assert style.render(fig, ["png"])["png"].startswith(b"\x89PNG")
+
+
 def test_lr_vs_batch_draws_the_chosen_lr_of_each_batch_size() -> None:
     """Batch 16 does best at lr 0.1, 64 at 0.3, 256 at 1.0 (validation loss): the points; the
     linear rule through batch 16 reaches 0.1 · 256/16 = 1.6 at batch 256."""

@@ -150,7 +150,7 @@ FIGURES: tuple[FigureKind, ...] = (
         "lr_sensitivity",
         lr.lr_sensitivity,
         lr.has_tuning,
-        "final val loss vs lr per config over the tuning seeds (mean, 95% t-band); chosen lr ★",
+        "final val loss vs lr per config, tuning seeds (mean; 95% t-band from 3 seeds); best ★",
     ),
     FigureKind(
         "steps_vs_batch",
