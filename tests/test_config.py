@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -203,19 +204,116 @@ def test_a_job_hash_derived_without_composing_equals_the_composed_ones(compose_c
     assert config_hash(base, seed=101) != config_hash(base)
 
 
-@pytest.mark.parametrize("choice", [*(f"experiment={p}" for p in PRESETS), "hydra/launcher=slurm"])
+OFFERED = ["hydra/launcher=joblib", "hydra/launcher=submitit_local", "hydra/launcher=slurm"]
+OFFERED += ["hydra/launcher=submitit_slurm", "hydra/sweeper=tune"]
+
+
+@pytest.mark.parametrize("choice", [*(f"experiment={p}" for p in PRESETS), *OFFERED])
 def test_our_configs_name_only_our_targets(compose_config, choice: str) -> None:
     cfg = compose_config([choice], hydra=True)
     assert cfg.hydra.launcher._target_ and foreign_targets(cfg) == []
 
 
-def test_a_target_outside_our_packages_is_found(compose_config) -> None:
-    evil = [
-        "+hydra.callbacks.evil._target_=builtins.print",
-        "+hydra.callbacks.nested={x:{_target_:os.getcwd}}",
-        "hydra.sweeper._target_=experiments.sweep.MlflowSweepCallback",  # ours: allowed
-    ]
-    assert foreign_targets(compose_config(evil, hydra=True)) == [
-        ("hydra.callbacks.evil._target_", "builtins.print"),
-        ("hydra.callbacks.nested.x._target_", "os.getcwd"),
-    ]
+CALLBACK = "experiments.app.sweep.MlflowSweepCallback"
+FOREIGN = [
+    "bpcore.datasets.np.savetxt",  # through a module of ours into numpy
+    "experiments.tracking.store.os.system",  # through a module of ours into os
+    "experiments.tracking.provenance.subprocess.run",
+    "experiments.app.sweep.os.system",  # through the callback's own module
+    "experiments.app.sweep.MlflowSweepCallback.on_multirun_start",  # not the class
+    "experiments.app.sweep.MlflowSweepCallbackX",  # the allowed name is a prefix of it
+    "experiments.app.sweep.json",  # a module
+    "builtins.eval",
+    "builtins.exec",
+    "eval",
+    "os.system",
+    f".{CALLBACK}",  # relative tricks
+    "experiments.app.sweep..MlflowSweepCallback",
+    "experiments..app.sweep.MlflowSweepCallback",
+    f"{CALLBACK}.",
+    "${oc.env:HOME}",  # an interpolation: resolved only later
+    "hydra._internal.core_plugins.basic_launcher.BasicLauncher",  # a launcher, not a callback
+]
+
+
+@pytest.mark.parametrize("target", FOREIGN)
+def test_a_callback_target_is_judged_by_what_it_resolves_to(compose_config, target: str) -> None:
+    cfg = compose_config([f"+hydra.callbacks.x._target_={target}"], hydra=True)
+    ((key, value, allowed),) = foreign_targets(cfg)
+    assert (key, value) == ("hydra.callbacks.x._target_", target)
+    assert allowed == f"Hydra would call it; allowed: {CALLBACK} (the sweep callback)"
+
+
+@pytest.mark.parametrize(
+    ("override", "refused"),
+    [
+        (f"hydra.launcher._target_={CALLBACK}", True),
+        ("hydra.launcher._target_=bpcore.datasets.np.savetxt", True),
+        (
+            "hydra.launcher._target_=hydra_plugins.hydra_joblib_launcher.joblib_launcher.os.system",
+            True,
+        ),
+        ("hydra.sweeper._target_=hydra._internal.core_plugins.basic_launcher.BasicLauncher", True),
+        (
+            "hydra.launcher._target_=hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
+            False,
+        ),
+        # another name of an allowed class: the object is what counts, not the string
+        ("hydra.sweeper._target_=hydra_plugins.bplab_tuning.tuning_sweeper.BasicSweeper", False),
+        ("hydra.callbacks.mlflow_sweep._target_=experiments.app.train.MlflowSweepCallback", True),
+    ],
+)
+def test_launcher_and_sweeper_are_the_plugins_offered(
+    compose_config, override: str, refused: bool
+) -> None:
+    found = foreign_targets(compose_config([override], hydra=True))
+    assert [(key, value) for key, value, _ in found] == (
+        [tuple(override.split("=", 1))] if refused else []
+    )
+
+
+def test_a_nested_target_in_an_allowed_callback_is_found(compose_config) -> None:
+    nested = "+hydra.callbacks.mlflow_sweep.x={_target_:bpcore.datasets.np.savetxt}"
+    (found,) = foreign_targets(compose_config([nested], hydra=True))
+    assert found[:2] == ("hydra.callbacks.mlflow_sweep.x._target_", "bpcore.datasets.np.savetxt")
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "value"),
+    [
+        (
+            "hydra.job_logging.handlers.console.class=bpcore.datasets.np.savetxt",
+            "hydra.job_logging.handlers.console.class",
+            "bpcore.datasets.np.savetxt",
+        ),
+        (
+            "+hydra.hydra_logging.handlers.x={class:logging.handlers.SocketHandler}",
+            "hydra.hydra_logging.handlers.x.class",
+            "logging.handlers.SocketHandler",
+        ),
+        (
+            "hydra.job_logging.handlers.console.stream=ext://os.system",
+            "hydra.job_logging.handlers.console.stream",
+            "ext://os.system",
+        ),
+    ],
+)
+def test_logging_names_only_logging_s_handlers_and_streams(
+    compose_config, override: str, key: str, value: str
+) -> None:
+    """Hydra's logging set-up calls a handler's ``class`` and imports ``ext://`` values."""
+    found = foreign_targets(compose_config([override], hydra=True))
+    assert [(k, v) for k, v, _ in found] == [(key, value)]
+
+
+def test_the_check_imports_nothing_it_refuses(
+    compose_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resolving a path may import modules: only those of allowed objects are."""
+    (tmp_path / "bplab_side_effect.py").write_text(
+        f"open({str(tmp_path / 'imported')!r}, 'w').close()\ndef f(): pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = compose_config(["+hydra.callbacks.x._target_=bplab_side_effect.f"], hydra=True)
+    assert [found[1] for found in foreign_targets(cfg)] == ["bplab_side_effect.f"]
+    assert not (tmp_path / "imported").exists() and "bplab_side_effect" not in sys.modules

@@ -405,34 +405,61 @@ def test_resume_reruns_only_the_jobs_that_did_not_finish(tmp_path: Path, spawn: 
     assert len(set(hashes.values())) == 3
 
 
-EVIL_PRESET = """# @package _global_
+EVIL = {  # each writes the file {out} through numpy's savetxt, reached through bpcore
+    "hydra.callbacks.evil._target_": """# @package _global_
 hydra:
   callbacks:
     evil:
-      _target_: builtins.print
-      _args_: [PWNED]
-"""
+      _target_: bpcore.datasets.np.savetxt
+      _args_: [{out}, []]
+      header: echo PWNED
+      comments: ''
+""",
+    "hydra.job_logging.handlers.evil.()": """# @package _global_
+hydra:
+  job_logging:
+    handlers:
+      evil:
+        "()": bpcore.datasets.np.savetxt
+        fname: {out}
+        X: []
+        header: echo PWNED
+        comments: ''
+""",
+}
 
 
-@pytest.mark.parametrize("route", ["override", "config_dir"])
-def test_a_foreign_target_is_refused_before_hydra_instantiates_it(
-    tmp_path: Path, route: str
+ROUTES = ["override", "config_dir", "searchpath", "swept"]
+
+
+@pytest.mark.parametrize(
+    ("key", "route"),
+    [(k, r) for k in EVIL for r in ROUTES if r != "override" or "()" not in k],  # no () key
+)
+def test_a_foreign_callable_is_refused_before_hydra_calls_it(
+    tmp_path: Path, route: str, key: str
 ) -> None:
-    if route == "override":
-        args = [
-            "+hydra.callbacks.evil._target_=builtins.print",
-            "+hydra.callbacks.evil._args_=[PWNED]",
-        ]
-    else:
-        (tmp_path / "mine" / "experiment").mkdir(parents=True)
-        (tmp_path / "mine" / "experiment" / "evil.yaml").write_text(EVIL_PRESET)
-        args = ["--config-dir", str(tmp_path / "mine"), "experiment=evil"]
-    done = run_train(tmp_path, "-m", *args, *TINY)
-    assert done.returncode == 1 and "PWNED" not in done.stdout
-    assert done.stderr.strip() == (
-        "error: hydra.callbacks.evil._target_='builtins.print': "
-        "a class or function of experiments or bpcore (Hydra would instantiate it)"
-    )
+    """From the command line (whose grammar has no key ``()``), a preset in --config-dir or
+    hydra.searchpath, or a preset chosen by a sweep (composed per job only): refused in one
+    line, nothing written."""
+    out = tmp_path / "pwned.txt"
+    (tmp_path / "mine" / "experiment").mkdir(parents=True)
+    (tmp_path / "mine" / "experiment" / "evil.yaml").write_text(EVIL[key].format(out=out))
+    routes = {
+        "override": [
+            "+hydra.callbacks.evil._target_=bpcore.datasets.np.savetxt",
+            f"+hydra.callbacks.evil._args_=[{out},[]]",
+            "+hydra.callbacks.evil.header=PWNED",
+        ],
+        "config_dir": ["--config-dir", str(tmp_path / "mine"), "experiment=evil"],
+        "searchpath": [f"hydra.searchpath=[file://{tmp_path / 'mine'}]", "experiment=evil"],
+        "swept": ["--config-dir", str(tmp_path / "mine"), "experiment=quickstart,evil"],
+    }
+    done = run_train(tmp_path, "-m", *routes[route], *TINY)
+    assert done.returncode == 1 and not out.exists()
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: {key}='bpcore.datasets.np.savetxt': "), line
+    assert "would call it; allowed: " in line
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "multirun").exists()
 
 

@@ -32,6 +32,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from experiments.app import tuning
 from experiments.app.setup import ConfigError, build
+from experiments.app.target_check import foreign_targets
 from experiments.comparison import summary
 from experiments.comparison.records import config_keys, record, reported_stage
 from experiments.tracking.provenance import config_hash, git_commit
@@ -236,7 +237,10 @@ def _resume(
 
 
 def _check(job: DictConfig, overrides: list[str]) -> None:
-    """Raise ConfigError, naming the job, if any value of it is not allowed."""
+    """Raise ConfigError, naming the job, if any value of it is not allowed or it names a
+    callable the suite does not offer (a preset chosen by the sweep)."""
+    for key, value, allowed in foreign_targets(job)[:1]:
+        raise ConfigError(key, value, allowed, " ".join(overrides))
     try:
         build(job)
     except ConfigError as error:
