@@ -223,6 +223,23 @@ def test_bad_overrides_fail_cleanly(tmp_path: Path, args: list[str], message: st
     assert runs(tmp_path, "default") == []
 
 
+def test_max_steps_inside_the_first_epoch_finishes_with_the_losses_at_the_stop(
+    tmp_path: Path,
+) -> None:
+    """120 training rows in batches of 32: 4 steps an epoch; 3 steps end inside the first."""
+    done = run_train(tmp_path, *TINY, "train.max_steps=3")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("tanh-d3-w8-b32-s0: val/loss")
+    (run,) = runs(tmp_path, "default")
+    assert run.info.status == "FINISHED"
+    c = client(tmp_path)
+    for key in ("train/loss", "val/loss", "val/accuracy", "test/accuracy"):
+        assert [m.step for m in c.get_metric_history(run.info.run_id, key)] == [3], key
+    done = run_train(tmp_path, "-m", "seed=0,1", *TINY, "train.max_steps=3")
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"\[2/2\] tanh-d3-w8-b32-s1: val/loss", done.stdout)
+
+
 def test_divergence_ends_finished_and_the_sweep_goes_on(tmp_path: Path) -> None:
     args = ["optim.lr=0.01,1e5", "data=teacher", "activation=relu", "init=he_normal"]
     done = run_train(tmp_path, "-m", *args, *TINY, "train.batch_size=16", "train.epochs=20")
