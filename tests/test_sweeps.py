@@ -213,6 +213,13 @@ def test_sweep_wide_mlflow_settings(tmp_path: Path, args: list[str], message: st
         (["data=imagenet"], "Could not find 'data/imagenet'"),
         (["mlflow.tracking_uri=file:///tmp/x"], "mlflow.tracking_uri='file:///tmp/x'"),
         (["mlflow.resume=true"], "mlflow.resume=True: resumes a sweep: add -m"),
+        (["+model.dept=3"], "model.dept=3: no such key; did you mean model.depth?"),
+        (["+modle.depth=3"], "modle={'depth': 3}: no such key; did you mean model?"),
+        (["activation=leaky_relu", "activation.alpha=nan"], "activation.alpha=nan: a finite"),
+        (["activation=elu", "activation.alpha=inf"], "activation.alpha=inf: a finite number"),
+        (["model.width=1000000"], "model.width=1000000: the run would need ≈"),
+        (["model.depth=100000"], "model.depth=100000: the run would need ≈"),
+        (["mlflow.experiment_name=''"], "mlflow.experiment_name='': a name that is not empty"),
     ],
 )
 def test_bad_overrides_fail_cleanly(tmp_path: Path, args: list[str], message: str) -> None:
@@ -221,6 +228,23 @@ def test_bad_overrides_fail_cleanly(tmp_path: Path, args: list[str], message: st
     assert message in done.stderr
     assert "Traceback" not in done.stderr
     assert runs(tmp_path, "default") == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["hydra/launcher=joblib", "hydra.launcher.n_jobs=0"], "hydra.launcher.n_jobs=0: an"),
+        (["activation=relu,tanh", "+model.dept=3"], "model.dept=3: no such key; did you mean"),
+        (["mlflow.experiment_name=''"], "mlflow.experiment_name='': a name that is not empty"),
+    ],
+)
+def test_a_sweep_refused_before_it_starts_says_why_in_one_line(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    done = run_train(tmp_path, "-m", *args, *TINY)
+    assert done.returncode == 1
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "multirun").exists()
 
 
 def test_max_steps_inside_the_first_epoch_finishes_with_the_losses_at_the_stop(
@@ -270,7 +294,7 @@ def test_a_signal_ends_the_run_killed_within_5_s_on_a_busy_machine(
     prepare_experiment(uri, "default")  # so polling never races a migration
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     train = [sys.executable, "-m", "experiments.train", "train.epochs=100000"]
-    train += ["log.every_n_steps=1", "model.depth=10"]
+    train += ["log.every_n_steps=1", "model.depth=10", "allow_large=true"]  # meant: stopped
     spawn([sys.executable, "-c", "while True: pass"], stdout=subprocess.DEVNULL)  # a busy core
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
     process = spawn(train, cwd=tmp_path, env=env, **pipes)

@@ -121,6 +121,7 @@ class MlflowSweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
+            _check_launcher(config.hydra.launcher)
             jobs = expand(config)
             for overrides, composed in jobs.composed:
                 _check(composed, overrides)
@@ -234,6 +235,14 @@ def _resume(
     orphans = [run.info.run_id for run in ours if run.info.status == "RUNNING"]
     reopen_parent_run(uri, parent, tags, orphans)
     return parent, finished
+
+
+def _check_launcher(launcher: DictConfig) -> None:
+    """A launcher's worker count (joblib's ``n_jobs``), if it has one, is one joblib takes."""
+    n_jobs = launcher.get("n_jobs")
+    if n_jobs is not None and (type(n_jobs) is not int or n_jobs == 0):
+        allowed = "an integer ≥ 1, or negative as joblib counts: -1 every core, -2 all but one"
+        raise ConfigError("hydra.launcher.n_jobs", n_jobs, allowed)
 
 
 def _check(job: DictConfig, overrides: list[str]) -> None:
