@@ -143,6 +143,8 @@ def fit(
 
     ``batch_size`` None means full batch.  Stops after ``epochs`` or ``max_steps`` (whichever
     comes first), or at the first step whose loss or gradient is not finite (divergence).
+    ``max_steps`` inside an epoch ends it early: its report (``epoch``: the epochs completed)
+    has the losses at the parameters training stopped at.
     """
     n = len(data.x_train)
     batch_size = n if batch_size is None else batch_size
@@ -163,6 +165,10 @@ def fit(
     for epoch in range(epochs):
         for batch in minibatches(n, batch_size, rng):
             if max_steps is not None and step >= max_steps:
+                if examples_seen > epoch * n:  # stopped inside an epoch: the losses at the stop
+                    last_epoch = _epoch_report(net, data, loss, epoch, step, examples_seen, started)
+                    for cb in callbacks:
+                        cb.on_epoch_end(last_epoch)
                 return FitResult(step, epoch, examples_seen, None, last_epoch)
             x, y = x_train[batch], y_train[batch]
             result = train_step(net, x, y, loss_fn, optimizer, reuse=bp)

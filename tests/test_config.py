@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import sys
+import tracemalloc
+import typing
 from pathlib import Path
 
 import pytest
@@ -9,9 +13,13 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 import bpcore
+from experiments.app import sizes
+from experiments.app import train as app
+from experiments.app.schema import Config
 from experiments.app.setup import ConfigError, build
 from experiments.app.sweep import swept_keys
 from experiments.app.target_check import foreign_targets
+from experiments.diagnostics.recorder import DiagnosticsRecorder
 from experiments.tracking.provenance import config_hash, flat_params, run_name
 
 PRESETS = sorted(
@@ -129,6 +137,17 @@ BAD = [
         ["mlflow.tracking_uri=http://alice:s3cret@host:5000"],
         r"mlflow.tracking_uri='http://alice:\*\*\*@host:5000': contains a password",
     ),
+    (["mlflow.experiment_name=''"], "mlflow.experiment_name='': a name that is not empty"),
+    (["mlflow.experiment_name=' '"], "mlflow.experiment_name=' ': a name that is not empty"),
+    # keys Hydra adds with + (its own hint for an unknown key) are not the schema's
+    (
+        ["+model.dept=3"],
+        r"model.dept=3: no such key; did you mean model.depth\? \(model has depth, width,",
+    ),
+    (["+modle.depth=3"], r"modle=\{'depth': 3\}: no such key; did you mean model\?"),
+    (["++train.epoch=3"], "train.epoch=3: no such key; did you mean train.epochs"),
+    (["+zzz=1"], r"zzz=1: no such key \(top-level keys: activation, init, data,"),
+    (["+log.every_n_steps_x=1"], "log.every_n_steps_x=1: no such key; did you mean"),
 ]
 
 
@@ -136,6 +155,31 @@ BAD = [
 def test_bad_values_are_named(compose_config, overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build(compose_config(overrides))
+
+
+def float_keys() -> list[str]:
+    """Every key the schema types as a float (or an optional one)."""
+    keys = []
+    for group, kind in typing.get_type_hints(Config).items():
+        fields = typing.get_type_hints(kind) if dataclasses.is_dataclass(kind) else {"": kind}
+        for name, hint in fields.items():
+            if hint is float or float in typing.get_args(hint):
+                keys.append(f"{group}.{name}".rstrip("."))
+    return keys
+
+
+def test_the_float_keys_are_the_ones_expected() -> None:
+    expected = ["activation.alpha", "init.gain", "init.std", "init.limit", "init.bias_std"]
+    expected += ["data.noise", "data.val_fraction", "data.test_fraction", "optim.lr"]
+    assert sorted(float_keys()) == sorted([*expected, "optim.momentum"])
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize("key", float_keys())
+def test_every_float_must_be_finite(compose_config, key: str, value: str) -> None:
+    choice = ["activation=elu"] if key == "activation.alpha" else []  # a parametrized one
+    with pytest.raises(ConfigError, match=rf"^{key}={value}: a finite number$"):
+        build(compose_config([*choice, f"{key}={value}"]))
 
 
 @pytest.mark.parametrize(
@@ -187,6 +231,7 @@ def test_config_hash_is_what_a_job_trains(compose_config) -> None:
     assert len(base) == 16 and base == config_hash(compose_config(["optim.lr=1e-2"]))
     assert base == config_hash(compose_config(["optim.lr=0.01"], hydra=True))
     logged_elsewhere = ["mlflow.experiment_name=x", "mlflow.resume=true", "mlflow.enabled=false"]
+    logged_elsewhere.append("allow_large=true")  # whether it may run, not what it trains
     assert base == config_hash(compose_config(["optim.lr=0.01", *logged_elsewhere]))
     for change in ("seed=1", "model.depth=4", "activation=relu", "log.every_n_steps=5"):
         assert config_hash(compose_config(["optim.lr=0.01", change])) != base, change
@@ -203,22 +248,220 @@ def test_a_job_hash_derived_without_composing_equals_the_composed_ones(compose_c
     assert config_hash(base, seed=101) != config_hash(base)
 
 
-@pytest.mark.parametrize("choice", [*(f"experiment={p}" for p in PRESETS), "hydra/launcher=slurm"])
+OFFERED = ["hydra/launcher=joblib", "hydra/launcher=submitit_local", "hydra/launcher=slurm"]
+OFFERED += ["hydra/launcher=submitit_slurm", "hydra/sweeper=tune"]
+
+
+@pytest.mark.parametrize("choice", [*(f"experiment={p}" for p in PRESETS), *OFFERED])
 def test_our_configs_name_only_our_targets(compose_config, choice: str) -> None:
     cfg = compose_config([choice], hydra=True)
     assert cfg.hydra.launcher._target_ and foreign_targets(cfg) == []
 
 
-def test_a_target_outside_our_packages_is_found(compose_config) -> None:
-    evil = [
-        "+hydra.callbacks.evil._target_=builtins.print",
-        "+hydra.callbacks.nested={x:{_target_:os.getcwd}}",
-        "hydra.sweeper._target_=experiments.sweep.MlflowSweepCallback",  # ours: allowed
-    ]
-    assert foreign_targets(compose_config(evil, hydra=True)) == [
-        ("hydra.callbacks.evil._target_", "builtins.print"),
-        ("hydra.callbacks.nested.x._target_", "os.getcwd"),
-    ]
+CALLBACK = "experiments.app.sweep.MlflowSweepCallback"
+FOREIGN = [
+    "bpcore.datasets.np.savetxt",  # through a module of ours into numpy
+    "experiments.tracking.store.os.system",  # through a module of ours into os
+    "experiments.tracking.provenance.subprocess.run",
+    "experiments.app.sweep.os.system",  # through the callback's own module
+    "experiments.app.sweep.MlflowSweepCallback.on_multirun_start",  # not the class
+    "experiments.app.sweep.MlflowSweepCallbackX",  # the allowed name is a prefix of it
+    "experiments.app.sweep.json",  # a module
+    "builtins.eval",
+    "builtins.exec",
+    "eval",
+    "os.system",
+    f".{CALLBACK}",  # relative tricks
+    "experiments.app.sweep..MlflowSweepCallback",
+    "experiments..app.sweep.MlflowSweepCallback",
+    f"{CALLBACK}.",
+    "${oc.env:HOME}",  # an interpolation: resolved only later
+    "hydra._internal.core_plugins.basic_launcher.BasicLauncher",  # a launcher, not a callback
+]
+
+
+@pytest.mark.parametrize("target", FOREIGN)
+def test_a_callback_target_is_judged_by_what_it_resolves_to(compose_config, target: str) -> None:
+    cfg = compose_config([f"+hydra.callbacks.x._target_={target}"], hydra=True)
+    ((key, value, allowed),) = foreign_targets(cfg)
+    assert (key, value) == ("hydra.callbacks.x._target_", target)
+    assert allowed == f"Hydra would call it; allowed: {CALLBACK} (the sweep callback)"
+
+
+@pytest.mark.parametrize(
+    ("override", "refused"),
+    [
+        (f"hydra.launcher._target_={CALLBACK}", True),
+        ("hydra.launcher._target_=bpcore.datasets.np.savetxt", True),
+        (
+            "hydra.launcher._target_=hydra_plugins.hydra_joblib_launcher.joblib_launcher.os.system",
+            True,
+        ),
+        ("hydra.sweeper._target_=hydra._internal.core_plugins.basic_launcher.BasicLauncher", True),
+        (
+            "hydra.launcher._target_=hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
+            False,
+        ),
+        # another name of an allowed class: the object is what counts, not the string
+        ("hydra.sweeper._target_=hydra_plugins.bplab_tuning.tuning_sweeper.BasicSweeper", False),
+        ("hydra.callbacks.mlflow_sweep._target_=experiments.app.train.MlflowSweepCallback", True),
+    ],
+)
+def test_launcher_and_sweeper_are_the_plugins_offered(
+    compose_config, override: str, refused: bool
+) -> None:
+    found = foreign_targets(compose_config([override], hydra=True))
+    assert [(key, value) for key, value, _ in found] == (
+        [tuple(override.split("=", 1))] if refused else []
+    )
+
+
+def test_a_nested_target_in_an_allowed_callback_is_found(compose_config) -> None:
+    nested = "+hydra.callbacks.mlflow_sweep.x={_target_:bpcore.datasets.np.savetxt}"
+    (found,) = foreign_targets(compose_config([nested], hydra=True))
+    assert found[:2] == ("hydra.callbacks.mlflow_sweep.x._target_", "bpcore.datasets.np.savetxt")
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "value"),
+    [
+        (
+            "hydra.job_logging.handlers.console.class=bpcore.datasets.np.savetxt",
+            "hydra.job_logging.handlers.console.class",
+            "bpcore.datasets.np.savetxt",
+        ),
+        (
+            "+hydra.hydra_logging.handlers.x={class:logging.handlers.SocketHandler}",
+            "hydra.hydra_logging.handlers.x.class",
+            "logging.handlers.SocketHandler",
+        ),
+        (
+            "hydra.job_logging.handlers.console.stream=ext://os.system",
+            "hydra.job_logging.handlers.console.stream",
+            "ext://os.system",
+        ),
+    ],
+)
+def test_logging_names_only_logging_s_handlers_and_streams(
+    compose_config, override: str, key: str, value: str
+) -> None:
+    """Hydra's logging set-up calls a handler's ``class`` and imports ``ext://`` values."""
+    found = foreign_targets(compose_config([override], hydra=True))
+    assert [(k, v) for k, v, _ in found] == [(key, value)]
+
+
+def test_the_check_imports_nothing_it_refuses(
+    compose_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resolving a path may import modules: only those of allowed objects are."""
+    (tmp_path / "bplab_side_effect.py").write_text(
+        f"open({str(tmp_path / 'imported')!r}, 'w').close()\ndef f(): pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = compose_config(["+hydra.callbacks.x._target_=bplab_side_effect.f"], hydra=True)
+    assert [found[1] for found in foreign_targets(cfg)] == ["bplab_side_effect.f"]
+    assert not (tmp_path / "imported").exists() and "bplab_side_effect" not in sys.modules
+
+
+LIMIT = r", above the limit of {}; set allow_large=true to run it anyway$"
+MEMORY = r"the run would need ≈ [\d.]+ {} of memory \(.+ parameters, .+ units, .+ rows\)"
+MEMORY += LIMIT.format("2 GiB")
+METRICS = r"the run would log ≈ [\d,]+ metric points \(.+ layers, .+ steps, diagnostics every .+\)"
+METRICS += LIMIT.format("100,000")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.width=1000000"], "model.width=1000000: " + MEMORY.format("TiB")),
+        (["model.depth=100000"], "model.depth=100000: " + MEMORY.format("GiB")),
+        (["model.depth=1000000000000"], "model.depth=1000000000000: " + MEMORY.format("PiB")),
+        (
+            ["model.hidden=[100000,100000]"],
+            r"model.hidden=\[100000, 100000\]: " + MEMORY.format("GiB"),
+        ),
+        (
+            ["model.param_budget=10000000000"],
+            "model.param_budget=10000000000: " + MEMORY.format("GiB"),
+        ),
+        (["data.n_samples=100000000"], "data.n_samples=100000000: " + MEMORY.format("GiB")),
+        (["model.depth=3000", "model.width=4"], "model.depth=3000: " + METRICS),
+        (["train.epochs=100000"], "train.epochs=100000: " + METRICS),
+        (["log.every_n_steps=1", "train.epochs=300"], "log.every_n_steps=1: " + METRICS),
+    ],
+)
+def test_a_run_above_the_size_limits_is_refused_with_the_estimate(
+    compose_config, overrides: list[str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"^{message}"):
+        build(compose_config(overrides))
+
+
+def test_allow_large_lets_a_large_run_through(compose_config) -> None:
+    for large in (["train.epochs=100000"], ["model.depth=3000"]):
+        setup = build(compose_config([*large, "allow_large=true"]))
+        assert setup.net.n_layers == len(setup.hidden) + 1
+
+
+MEASURED = [
+    ["model.width=512", "data.n_samples=2000", "optim=adam"],  # parameters
+    ["model.width=64", "model.depth=50", "data.n_samples=5000", "optim=momentum"],  # activations
+    ["model.width=16", "data.n_samples=100000", "train.batch_size=full"],  # data
+    # the training-set gradient beside a minibatch step's arrays
+    ["data.n_samples=20000", "model.width=128", "log.full_gradient=true", "log.every_n_steps=200"],
+]
+
+
+@pytest.mark.parametrize("overrides", MEASURED)
+def test_the_memory_estimate_is_within_a_factor_of_the_measured_peak(
+    compose_config, monkeypatch: pytest.MonkeyPatch, overrides: list[str]
+) -> None:
+    """Build and train as the app does, measuring the peak of what numpy and Python allocate
+    over two steps and the evaluation that ends them; the estimate must lie between half and
+    three times it."""
+    cfg = compose_config([*overrides, "train.max_steps=2", "mlflow.enabled=false"])
+    tracemalloc.start()
+    try:
+        assert app.train(cfg).status == "FINISHED"
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    monkeypatch.setattr(sizes, "MEMORY_LIMIT", 3 * peak)
+    build(cfg)
+    monkeypatch.setattr(sizes, "MEMORY_LIMIT", peak // 2)
+    with pytest.raises(ConfigError, match="of memory"):
+        build(cfg)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["data.n_samples=200", "train.epochs=3", "log.every_n_steps=5"],
+        ["data.n_samples=200", "train.max_steps=7", "log.every_n_steps=3"],  # inside epoch 2
+        ["model.depth=6", "data.n_samples=300", "train.epochs=2", "log.full_gradient=true"],
+        ["data=digits", "model.depth=2", "train.batch_size=full", "train.epochs=4"],
+    ],
+)
+def test_the_metric_estimate_is_what_a_run_logs(
+    compose_config, monkeypatch: pytest.MonkeyPatch, overrides: list[str]
+) -> None:
+    """Count the points a run records (each record goes to MLflow when tracking is on): the
+    limit lets exactly that many through."""
+    cfg = compose_config([*overrides, "mlflow.enabled=false"])
+    sent: list[int] = []
+    record = DiagnosticsRecorder.record
+
+    def counted(self: DiagnosticsRecorder, family: str, step: int, metrics: dict) -> None:
+        sent.append(len(metrics))
+        record(self, family, step, metrics)
+
+    monkeypatch.setattr(DiagnosticsRecorder, "record", counted)
+    assert app.train(cfg).status == "FINISHED"
+    monkeypatch.setattr(sizes, "METRIC_LIMIT", sum(sent))
+    build(cfg)
+    monkeypatch.setattr(sizes, "METRIC_LIMIT", sum(sent) - 1)
+    with pytest.raises(ConfigError, match="metric points"):
+        build(cfg)
 
 
 def test_docs_configuration_names_every_key_of_the_schema() -> None:

@@ -213,6 +213,13 @@ def test_sweep_wide_mlflow_settings(tmp_path: Path, args: list[str], message: st
         (["data=imagenet"], "Could not find 'data/imagenet'"),
         (["mlflow.tracking_uri=file:///tmp/x"], "mlflow.tracking_uri='file:///tmp/x'"),
         (["mlflow.resume=true"], "mlflow.resume=True: resumes a sweep: add -m"),
+        (["+model.dept=3"], "model.dept=3: no such key; did you mean model.depth?"),
+        (["+modle.depth=3"], "modle={'depth': 3}: no such key; did you mean model?"),
+        (["activation=leaky_relu", "activation.alpha=nan"], "activation.alpha=nan: a finite"),
+        (["activation=elu", "activation.alpha=inf"], "activation.alpha=inf: a finite number"),
+        (["model.width=1000000"], "model.width=1000000: the run would need ≈"),
+        (["model.depth=100000"], "model.depth=100000: the run would need ≈"),
+        (["mlflow.experiment_name=''"], "mlflow.experiment_name='': a name that is not empty"),
     ],
 )
 def test_bad_overrides_fail_cleanly(tmp_path: Path, args: list[str], message: str) -> None:
@@ -221,6 +228,40 @@ def test_bad_overrides_fail_cleanly(tmp_path: Path, args: list[str], message: st
     assert message in done.stderr
     assert "Traceback" not in done.stderr
     assert runs(tmp_path, "default") == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["hydra/launcher=joblib", "hydra.launcher.n_jobs=0"], "hydra.launcher.n_jobs=0: an"),
+        (["activation=relu,tanh", "+model.dept=3"], "model.dept=3: no such key; did you mean"),
+        (["mlflow.experiment_name=''"], "mlflow.experiment_name='': a name that is not empty"),
+    ],
+)
+def test_a_sweep_refused_before_it_starts_says_why_in_one_line(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    done = run_train(tmp_path, "-m", *args, *TINY)
+    assert done.returncode == 1
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "multirun").exists()
+
+
+def test_max_steps_inside_the_first_epoch_finishes_with_the_losses_at_the_stop(
+    tmp_path: Path,
+) -> None:
+    """120 training rows in batches of 32: 4 steps an epoch; 3 steps end inside the first."""
+    done = run_train(tmp_path, *TINY, "train.max_steps=3")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("tanh-d3-w8-b32-s0: val/loss")
+    (run,) = runs(tmp_path, "default")
+    assert run.info.status == "FINISHED"
+    c = client(tmp_path)
+    for key in ("train/loss", "val/loss", "val/accuracy", "test/accuracy"):
+        assert [m.step for m in c.get_metric_history(run.info.run_id, key)] == [3], key
+    done = run_train(tmp_path, "-m", "seed=0,1", *TINY, "train.max_steps=3")
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"\[2/2\] tanh-d3-w8-b32-s1: val/loss", done.stdout)
 
 
 def test_divergence_ends_finished_and_the_sweep_goes_on(tmp_path: Path) -> None:
@@ -253,7 +294,7 @@ def test_a_signal_ends_the_run_killed_within_5_s_on_a_busy_machine(
     prepare_experiment(uri, "default")  # so polling never races a migration
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     train = [sys.executable, "-m", "experiments.train", "train.epochs=100000"]
-    train += ["log.every_n_steps=1", "model.depth=10"]
+    train += ["log.every_n_steps=1", "model.depth=10", "allow_large=true"]  # meant: stopped
     spawn([sys.executable, "-c", "while True: pass"], stdout=subprocess.DEVNULL)  # a busy core
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
     process = spawn(train, cwd=tmp_path, env=env, **pipes)
@@ -405,34 +446,61 @@ def test_resume_reruns_only_the_jobs_that_did_not_finish(tmp_path: Path, spawn: 
     assert len(set(hashes.values())) == 3
 
 
-EVIL_PRESET = """# @package _global_
+EVIL = {  # each writes the file {out} through numpy's savetxt, reached through bpcore
+    "hydra.callbacks.evil._target_": """# @package _global_
 hydra:
   callbacks:
     evil:
-      _target_: builtins.print
-      _args_: [PWNED]
-"""
+      _target_: bpcore.datasets.np.savetxt
+      _args_: [{out}, []]
+      header: echo PWNED
+      comments: ''
+""",
+    "hydra.job_logging.handlers.evil.()": """# @package _global_
+hydra:
+  job_logging:
+    handlers:
+      evil:
+        "()": bpcore.datasets.np.savetxt
+        fname: {out}
+        X: []
+        header: echo PWNED
+        comments: ''
+""",
+}
 
 
-@pytest.mark.parametrize("route", ["override", "config_dir"])
-def test_a_foreign_target_is_refused_before_hydra_instantiates_it(
-    tmp_path: Path, route: str
+ROUTES = ["override", "config_dir", "searchpath", "swept"]
+
+
+@pytest.mark.parametrize(
+    ("key", "route"),
+    [(k, r) for k in EVIL for r in ROUTES if r != "override" or "()" not in k],  # no () key
+)
+def test_a_foreign_callable_is_refused_before_hydra_calls_it(
+    tmp_path: Path, route: str, key: str
 ) -> None:
-    if route == "override":
-        args = [
-            "+hydra.callbacks.evil._target_=builtins.print",
-            "+hydra.callbacks.evil._args_=[PWNED]",
-        ]
-    else:
-        (tmp_path / "mine" / "experiment").mkdir(parents=True)
-        (tmp_path / "mine" / "experiment" / "evil.yaml").write_text(EVIL_PRESET)
-        args = ["--config-dir", str(tmp_path / "mine"), "experiment=evil"]
-    done = run_train(tmp_path, "-m", *args, *TINY)
-    assert done.returncode == 1 and "PWNED" not in done.stdout
-    assert done.stderr.strip() == (
-        "error: hydra.callbacks.evil._target_='builtins.print': "
-        "a class or function of experiments or bpcore (Hydra would instantiate it)"
-    )
+    """From the command line (whose grammar has no key ``()``), a preset in --config-dir or
+    hydra.searchpath, or a preset chosen by a sweep (composed per job only): refused in one
+    line, nothing written."""
+    out = tmp_path / "pwned.txt"
+    (tmp_path / "mine" / "experiment").mkdir(parents=True)
+    (tmp_path / "mine" / "experiment" / "evil.yaml").write_text(EVIL[key].format(out=out))
+    routes = {
+        "override": [
+            "+hydra.callbacks.evil._target_=bpcore.datasets.np.savetxt",
+            f"+hydra.callbacks.evil._args_=[{out},[]]",
+            "+hydra.callbacks.evil.header=PWNED",
+        ],
+        "config_dir": ["--config-dir", str(tmp_path / "mine"), "experiment=evil"],
+        "searchpath": [f"hydra.searchpath=[file://{tmp_path / 'mine'}]", "experiment=evil"],
+        "swept": ["--config-dir", str(tmp_path / "mine"), "experiment=quickstart,evil"],
+    }
+    done = run_train(tmp_path, "-m", *routes[route], *TINY)
+    assert done.returncode == 1 and not out.exists()
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: {key}='bpcore.datasets.np.savetxt': "), line
+    assert "would call it; allowed: " in line
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "multirun").exists()
 
 

@@ -152,6 +152,43 @@ def test_fit_max_steps_and_full_batch() -> None:
     assert result.steps == 7 and result.examples_seen == 7 * 80
 
 
+@pytest.mark.parametrize(("max_steps", "reported"), [(3, [(0, 3)]), (7, [(1, 4), (1, 7)])])
+def test_max_steps_inside_an_epoch_reports_the_losses_where_training_stopped(
+    max_steps: int, reported: list[tuple[int, int]]
+) -> None:
+    """4 steps an epoch: a stop inside one still gives the losses at the final parameters."""
+    data = bpcore.make_dataset("xor", n_samples=250, seed=0)  # 200 train
+    net = bpcore.MLP([2, 16, 2], activation="tanh", seed=0)
+    recorder = Recorder(every=100)
+    opt = bpcore.get_optimizer("sgd", lr=0.3)
+    result = bpcore.fit(
+        net,
+        data,
+        "cross_entropy",
+        opt,
+        batch_size=64,
+        epochs=5,
+        max_steps=max_steps,
+        callbacks=[recorder],
+    )
+    assert result.steps == max_steps and result.epochs == max_steps // 4
+    assert [(r.epoch, r.step) for r in recorder.epochs] == reported
+    assert result.last_epoch is recorder.epochs[-1]
+    val_loss, val_accuracy = bpcore.evaluate(net, data.x_val, data.y_val, "cross_entropy")
+    assert (result.last_epoch.val_loss, result.last_epoch.val_accuracy) == (val_loss, val_accuracy)
+
+
+def test_max_steps_at_the_end_of_an_epoch_reports_it_once() -> None:
+    data = bpcore.make_dataset("xor", n_samples=250, seed=0)
+    recorder = Recorder(every=100)
+    opt = bpcore.get_optimizer("sgd", lr=0.3)
+    net = bpcore.MLP([2, 16, 2], activation="tanh", seed=0)
+    bpcore.fit(
+        net, data, "cross_entropy", opt, batch_size=64, epochs=5, max_steps=8, callbacks=[recorder]
+    )
+    assert [(r.epoch, r.step) for r in recorder.epochs] == [(1, 4), (2, 8)]
+
+
 def test_fit_stops_at_divergence() -> None:
     data = bpcore.make_dataset("teacher", n_samples=200, seed=0)
     net = bpcore.MLP([8, 32, 32, 1], activation="relu", output="identity", init="he_normal", seed=0)

@@ -9,10 +9,11 @@ one place, ``experiments.app.setup.build``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 import bpcore
 
@@ -102,6 +103,17 @@ class Config:
     seed: int = 0  # network init and minibatch order
     preset: str = "default"  # the preset (conf/experiment/<preset>.yaml), for names
     stage: str = "single"  # set by hydra/sweeper=tune: tune (the lr grid) or final (reported)
+    # true: run a config above the size limits, which otherwise stop it before anything runs
+    # (experiments/app/sizes.py: an estimated 2 GiB of memory, 100,000 metric points per run)
+    allow_large: bool = False
+
+
+@cache
+def schema_keys() -> dict[str, Any]:
+    """The schema's keys, nested: each group a dict of its keys (values: the defaults)."""
+    keys = OmegaConf.to_container(OmegaConf.structured(Config))
+    assert isinstance(keys, dict)
+    return {str(key): value for key, value in keys.items()}
 
 
 def register_configs() -> None:

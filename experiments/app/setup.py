@@ -7,23 +7,28 @@ logged.
 
 from __future__ import annotations
 
+import difflib
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, TypeVar
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import bpcore
 from bpcore.inits import BiasInit
 from bpcore.optim import LR_SCALING, Optimizer
+from experiments.app import sizes
+from experiments.app.schema import schema_keys
 from experiments.tracking.store import masked, uri_problem
 
 T = TypeVar("T")
 
 
 STAGES = ("single", "tune", "final")  # of a run: no tuning; the lr grid; at the chosen lr
+LARGE = "set allow_large=true to run it anyway"
 
 
 class ConfigError(ValueError):
@@ -48,11 +53,17 @@ class Setup:
 
 
 def build(cfg: DictConfig) -> Setup:
-    """bpcore objects for ``cfg``; raises ConfigError for any value bpcore or the schema rejects."""
+    """bpcore objects for ``cfg``; raises ConfigError for any value bpcore or the schema rejects,
+    and for a run above the size limits (``experiments.app.sizes``) without ``allow_large``."""
+    _check_keys_and_numbers(cfg)
     _check_positive_ints(cfg)
-    data = _dataset(cfg.data)
+    _check_experiment_name(cfg.mlflow.experiment_name)
+    shape = _dataset(cfg.data, None)  # the data set at its default size: the shape of a row
+    _check_memory(cfg, shape)
+    data = _dataset(cfg.data, cfg.data.n_samples)
     batch_size = _batch_size(cfg.train.batch_size, len(data.x_train))
     hidden = hidden_widths(cfg.model, data.n_features, data.n_outputs)
+    _check_metrics(cfg, len(hidden) + 1, len(data.x_train), batch_size)
     output, loss = _head_and_loss(cfg.model.output, data.task)
     activation = _rejecting(
         "activation", cfg.activation.name, bpcore.get_activation, cfg.activation.name, **_alpha(cfg)
@@ -112,19 +123,86 @@ def hidden_widths(model: DictConfig, n_in: int, n_out: int) -> list[int]:
         if len(model.hidden) == 0 or min(model.hidden) < 1:
             raise ConfigError("model.hidden", list(model.hidden), "a non-empty list of widths ≥ 1")
         return list(model.hidden)
+    depth, width = _depth_and_width(model, n_in, n_out)
+    return [width] * depth
+
+
+def _depth_and_width(model: DictConfig, n_in: int, n_out: int) -> tuple[int, int]:
+    """(depth, width) of a net of equal hidden widths, without ``model.hidden``."""
     if model.param_budget is None:
-        return [model.width] * model.depth
+        return model.depth, model.width
     d = model.depth  # params(w) = (n_in + 1)w + (d − 1)(w + 1)w + (w + 1)n_out, solve for w
     a, b, c = d - 1, n_in + 1 + (d - 1) + n_out, n_out - model.param_budget
     width = -c / b if a == 0 else (-b + math.sqrt(b * b - 4 * a * c)) / (2 * a)
     if width < 1:
         smallest = _n_params(n_in, 1, d, n_out)
         raise ConfigError("model.param_budget", model.param_budget, f"≥ {smallest} at depth {d}")
-    return [round(width)] * d
+    return d, round(width)
 
 
 def _n_params(n_in: int, width: int, depth: int, n_out: int) -> int:
     return (n_in + 1) * width + (depth - 1) * (width + 1) * width + (width + 1) * n_out
+
+
+def _check_memory(cfg: DictConfig, shape: bpcore.Dataset) -> None:
+    """Refuse a run whose memory estimate (``sizes.memory_bytes``) is above the limit, unless
+    ``allow_large``, naming the key that makes it large: ``data.n_samples`` if the data set's
+    default size fits, else the model's widest dimension.  ``shape``: the data set at its
+    default size."""
+    n_in, n_out = shape.n_features, shape.n_outputs
+    if cfg.model.hidden is not None:
+        widths = [n_in, *hidden_widths(cfg.model, n_in, n_out), n_out]
+        n_params = sum((a + 1) * b for a, b in itertools.pairwise(widths))
+        n_units, key = sum(widths), "model.hidden"
+    else:  # never a list of depth widths: model.depth=10**12 is refused, not allocated
+        depth, width = _depth_and_width(cfg.model, n_in, n_out)
+        n_params, n_units = _n_params(n_in, width, depth, n_out), n_in + depth * width + n_out
+        key = "model.width" if width > depth else "model.depth"
+        key = "model.param_budget" if cfg.model.param_budget is not None else key
+    itemsize = 4 if cfg.model.dtype == "float32" else 8
+
+    default_rows = len(shape.x_train) + len(shape.x_val) + len(shape.x_test)
+
+    def need(rows: int) -> int:
+        train_rows = rows * len(shape.x_train) // default_rows  # the split's share
+        args = (n_params, n_units, n_in + n_out, rows, train_rows, itemsize, cfg.optim.name)
+        return sizes.memory_bytes(*args)
+
+    rows = default_rows if cfg.data.n_samples is None else cfg.data.n_samples
+    if need(rows) <= sizes.MEMORY_LIMIT or cfg.allow_large:
+        return
+    if need(default_rows) <= sizes.MEMORY_LIMIT:
+        key = "data.n_samples"
+    estimate = sizes.human_bytes(need(rows))
+    what = f"{n_params:,} parameters, {n_units:,} units, {rows:,} rows"
+    limit = sizes.human_bytes(sizes.MEMORY_LIMIT)
+    allowed = f"the run would need ≈ {estimate} of memory ({what}), above the limit of {limit}"
+    raise ConfigError(key, OmegaConf.select(cfg, key), f"{allowed}; {LARGE}")
+
+
+def _check_metrics(cfg: DictConfig, n_layers: int, n_train: int, batch_size: int) -> None:
+    """Refuse a run that would log more metric points than the limit (``sizes.metric_points``),
+    unless ``allow_large``, naming ``model.depth`` if the layers make it many, else the key
+    that makes the steps many."""
+    per_epoch = -(-n_train // batch_size)
+    steps = cfg.train.epochs * per_epoch
+    steps = steps if cfg.train.max_steps is None else min(steps, cfg.train.max_steps)
+    every = cfg.log.every_n_steps
+    points = sizes.metric_points(n_layers, steps, per_epoch, every, cfg.log.full_gradient)
+    if points <= sizes.METRIC_LIMIT or cfg.allow_large:
+        return
+    if n_layers > (steps - 1) // every + 1:
+        key = "model.hidden" if cfg.model.hidden is not None else "model.depth"
+    else:
+        key = "log.every_n_steps" if every < per_epoch else "train.epochs"
+    what = f"{n_layers:,} layers, {steps:,} steps, diagnostics every {every}"
+    allowed = f"the run would log ≈ {points:,} metric points ({what}), above the limit of "
+    raise ConfigError(key, OmegaConf.select(cfg, key), f"{allowed}{sizes.METRIC_LIMIT:,}; {LARGE}")
+
+
+def _check_experiment_name(name: str) -> None:
+    if not name.strip():
+        raise ConfigError("mlflow.experiment_name", name, "a name that is not empty")
 
 
 def _check_tracking_uri(uri: str | None) -> None:
@@ -132,6 +210,37 @@ def _check_tracking_uri(uri: str | None) -> None:
     problem = None if uri is None else uri_problem(uri)
     if uri is not None and problem is not None:
         raise ConfigError("mlflow.tracking_uri", masked(uri), problem)
+
+
+def _check_keys_and_numbers(cfg: DictConfig) -> None:
+    """Every key is one of the schema's (Hydra adds any key given with ``+``, such as
+    ``+model.dept=3``) and every float is finite; Hydra's own node is not the run's."""
+    keys = [str(key) for key in cfg if key != "hydra"]
+    values = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
+    _check_known(values, schema_keys(), "")
+    for key, value in _leaves(values, ""):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(key, value, "a finite number")
+
+
+def _check_known(values: Any, schema: dict[str, Any], path: str) -> None:
+    for key, value in values.items():
+        if key not in schema:
+            group = f"{path[:-1]} has" if path else "top-level keys:"
+            close = difflib.get_close_matches(key, schema, n=1)
+            hint = f"; did you mean {path}{close[0]}?" if close else ""
+            allowed = f"no such key{hint} ({group} {', '.join(schema)})"
+            raise ConfigError(f"{path}{key}", value, allowed)
+        if isinstance(schema[key], dict) and isinstance(value, dict):
+            _check_known(value, schema[key], f"{path}{key}.")
+
+
+def _leaves(node: Any, path: str) -> list[tuple[str, Any]]:
+    """(dotted key, value) of every leaf of a plain container."""
+    if not isinstance(node, dict | list):
+        return [(path, node)]
+    items = node.items() if isinstance(node, dict) else enumerate(node)
+    return [leaf for key, value in items for leaf in _leaves(value, f"{path}.{key}".lstrip("."))]
 
 
 def _check_positive_ints(cfg: DictConfig) -> None:
@@ -162,8 +271,10 @@ def _cached_dataset(name: str, params: tuple[tuple[str, Any], ...]) -> bpcore.Da
     return bpcore.make_dataset(name, **dict(params))
 
 
-def _dataset(data: DictConfig) -> bpcore.Dataset:
-    params = {k: data[k] for k in ("n_samples", "noise", "seed", "val_fraction", "test_fraction")}
+def _dataset(data: DictConfig, n_samples: int | None) -> bpcore.Dataset:
+    """The data set ``data`` describes, with ``n_samples`` rows (None: its default)."""
+    params = {k: data[k] for k in ("noise", "seed", "val_fraction", "test_fraction")}
+    params["n_samples"] = n_samples
     if data.k is not None:
         params["k"] = data.k
     return _rejecting("data", data.name, _cached_dataset, data.name, tuple(sorted(params.items())))

@@ -32,6 +32,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from experiments.app import tuning
 from experiments.app.setup import ConfigError, build
+from experiments.app.target_check import foreign_targets
 from experiments.comparison import summary
 from experiments.comparison.records import config_keys, record, reported_stage
 from experiments.tracking.provenance import config_hash, git_commit
@@ -120,6 +121,7 @@ class MlflowSweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
+            _check_launcher(config.hydra.launcher)
             jobs = expand(config)
             for overrides, composed in jobs.composed:
                 _check(composed, overrides)
@@ -235,8 +237,19 @@ def _resume(
     return parent, finished
 
 
+def _check_launcher(launcher: DictConfig) -> None:
+    """A launcher's worker count (joblib's ``n_jobs``), if it has one, is one joblib takes."""
+    n_jobs = launcher.get("n_jobs")
+    if n_jobs is not None and (type(n_jobs) is not int or n_jobs == 0):
+        allowed = "an integer ≥ 1, or negative as joblib counts: -1 every core, -2 all but one"
+        raise ConfigError("hydra.launcher.n_jobs", n_jobs, allowed)
+
+
 def _check(job: DictConfig, overrides: list[str]) -> None:
-    """Raise ConfigError, naming the job, if any value of it is not allowed."""
+    """Raise ConfigError, naming the job, if any value of it is not allowed or it names a
+    callable the suite does not offer (a preset chosen by the sweep)."""
+    for key, value, allowed in foreign_targets(job)[:1]:
+        raise ConfigError(key, value, allowed, " ".join(overrides))
     try:
         build(job)
     except ConfigError as error:

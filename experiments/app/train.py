@@ -77,7 +77,7 @@ def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = Fals
         *theory_callbacks(setup.net, setup.data, setup.loss, recorder.record, every),
     ]
     if progress:
-        callbacks.append(ProgressBar(cfg.train.epochs, name))
+        callbacks.append(ProgressBar(cfg.train.epochs, name, max_steps=cfg.train.max_steps))
     # The writer process needs a core: with tracking on, numpy's BLAS gets one thread (as fast
     # for the suite's small nets; two threads starve the writer and slow training ~2x).
     blas_threads = 1 if tracker else None

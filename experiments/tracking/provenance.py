@@ -46,10 +46,11 @@ def flat_params(cfg: DictConfig) -> dict[str, str]:
 
 def config_hash(cfg: DictConfig, **changed: object) -> str:
     """A job's identity for ``mlflow.resume``: 16 hex digits of the resolved config, without
-    ``mlflow.*`` (where it is logged, not what it trains) and Hydra's own settings.
+    ``mlflow.*`` (where it is logged, not what it trains), ``allow_large`` (whether it may run)
+    and Hydra's own settings.
     ``changed``: dotted keys (``optim__lr`` for ``optim.lr``) whose value differs from
     ``cfg``'s, for the hash of a job composed with them (without composing it)."""
-    keys = [str(key) for key in cfg if key not in ("hydra", "mlflow")]
+    keys = [str(key) for key in cfg if key not in ("hydra", "mlflow", "allow_large")]
     params = flat_params(OmegaConf.masked_copy(cfg, keys))
     params |= {key.replace("__", "."): str(value) for key, value in changed.items()}
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
