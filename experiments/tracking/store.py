@@ -5,6 +5,12 @@ imported on first use (≈ 2 s), so a command that fails a check never pays it.
 HTTP stores: MLflow retries for minutes by default; ``check_tracking_uri`` sets (only if
 unset) ``MLFLOW_HTTP_REQUEST_MAX_RETRIES=2``, ``…_BACKOFF_FACTOR=1`` and ``…_TIMEOUT=10``
 so that a lost server surfaces in seconds (the writer process inherits the environment).
+
+Sqlite stores: MLflow creates and migrates a store's schema when a process first opens it, and
+that is not safe across processes (two commands started at once left half-migrated schemas).
+``mlflow_client`` opens a sqlite store holding ``<db>.lock`` beside it, an flock every process
+of the suite takes (training process, writer, sweep callback, plots); it is released when
+MLflow is done with the schema, or when the process dies.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ _HTTP_ENV = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
 _CHILDREN = "tags.mlflow.parentRunId IS NOT NULL"
+_SQLITE_HEADER = b"SQLite format 3\x00"  # the first bytes of every sqlite database file
+LOCK_SECONDS = 60.0  # to wait for another process to create or migrate a sqlite store
 
 
 class TrackingError(RuntimeError):
@@ -87,17 +95,37 @@ def check_tracking_uri(uri: str) -> None:
         raise TrackingError(f"tracking URI {masked(uri)!r} {problem}")
     scheme = _scheme(uri)
     if scheme == "sqlite":
-        parent = sqlite_path(uri).parent
+        path = sqlite_path(uri)
         try:
-            parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise TrackingError(f"tracking URI {uri!r}: cannot create {parent} ({e})") from None
+            why = f"cannot create {path.parent} ({e})"
+            raise TrackingError(f"tracking URI {uri!r}: {why}") from None
+        problem = _sqlite_problem(path)
+        if problem:
+            raise TrackingError(f"tracking URI {uri!r}: {problem}")
     elif scheme in ("http", "https"):
         for key, value in _HTTP_ENV.items():
             os.environ.setdefault(key, value)
         problem = _server_problem(uri)
         if problem:
             raise TrackingError(problem)
+
+
+def _sqlite_problem(path: Path) -> str | None:
+    """Why the sqlite store ``path`` cannot take runs, seen without opening it, or None."""
+    if not os.access(path.parent, os.W_OK | os.X_OK):  # its lock and journal files go there
+        return f"cannot write in {path.parent} (read-only?)"
+    if not path.exists():
+        return None
+    try:  # (closing it would drop this process's sqlite locks: it is never inside a transaction)
+        with path.open("r+b") as db:
+            head = db.read(len(_SQLITE_HEADER))
+    except OSError as e:
+        return f"cannot write {path} ({e.strerror})"
+    if head and head != _SQLITE_HEADER:  # an empty file is a new database
+        return f"{path} is not an SQLite database"
+    return None
 
 
 def _server_problem(uri: str) -> str | None:
@@ -125,18 +153,37 @@ def describe_failure(uri: str, error: Exception) -> str:
 
 
 def mlflow_client(uri: str) -> Any:
-    """An MlflowClient for ``uri`` (MLflow is imported on first use: ≈ 2 s)."""
+    """An MlflowClient for ``uri`` (MLflow is imported on first use: ≈ 2 s).  Creating it
+    opens the store, which MLflow creates or migrates if needed: a sqlite store's lock is
+    held meanwhile (TrackingError if another process holds it for LOCK_SECONDS)."""
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    if _scheme(uri) != "sqlite":
+        return MlflowClient(tracking_uri=uri)
+    from filelock import FileLock, Timeout  # ≈ 0.1 s: only where MLflow is imported anyway
+
+    path = sqlite_path(uri)
+    lock = FileLock(f"{path}.lock")
+    try:
+        lock.acquire(timeout=LOCK_SECONDS)
+    except Timeout:
+        why = f"another process has held its lock for {LOCK_SECONDS:.0f} s"
+        raise TrackingError(f"cannot open the store {path}: {why}") from None
+    except OSError as e:
+        raise TrackingError(f"cannot lock the store {path}: {e}") from None
+    try:
+        return MlflowClient(tracking_uri=uri)
+    finally:
+        lock.release()
 
 
 def prepare_experiment(uri: str, name: str) -> str:
     """Create the store (schema migrations) and the experiment if missing; return its id.
 
-    Call once, in one process, before parallel jobs start: several processes migrating a new
-    sqlite DB at once corrupt it.  Sqlite experiments keep artifacts beside the store
-    (<db dir>/mlartifacts/<name>), not in ./mlruns of whatever directory a job runs in.
+    Safe in several processes at once: the store is created under its lock (``mlflow_client``),
+    and an experiment another process created meanwhile is looked up again.  Sqlite experiments
+    keep artifacts beside the store (<db dir>/mlartifacts/<name>), not in ./mlruns of whatever
+    directory a job runs in.
     """
     check_tracking_uri(uri)  # fails in seconds, before MLflow's ≈ 2 s import
     from mlflow.exceptions import MlflowException
