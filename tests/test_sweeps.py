@@ -416,6 +416,33 @@ def test_a_signal_ends_the_run_killed_within_5_s_on_a_busy_machine(
     assert 0 <= sent - (stored + unwritten) <= len(history.keys)  # ≤ one record in flight
 
 
+def test_a_run_whose_writer_is_killed_ends_failed(tmp_path: Path, spawn: Spawn) -> None:
+    """kill -9 of the writer child, as the OOM killer might.  Before: the command said FAILED
+    and exited 1, but the run stayed RUNNING in the store."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    prepare_experiment(uri, "default")  # so polling never races the schema migration
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    command = [sys.executable, "-m", "experiments.train", *ENDLESS]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    process = spawn(command, cwd=tmp_path, env=env, **pipes)
+    deadline = time.monotonic() + 120
+    while not any("train/loss" in r.data.metrics for r in runs(tmp_path, "default")):
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.5)
+    table = subprocess.run(["ps", "-wweo", "pid=,ppid=,args="], capture_output=True, text=True)
+    rows = [line.split(None, 2) for line in table.stdout.splitlines()]
+    (writer,) = [int(r[0]) for r in rows if r[1] == str(process.pid) and "tracking.writer" in r[2]]
+    os.kill(writer, signal.SIGKILL)
+    killed = time.monotonic()
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 1, err
+    assert "tanh-d3-w8-b32-s0: FAILED (MLflow writer process died)" in out
+    assert time.monotonic() - killed < 30
+    (run,) = runs(tmp_path, "default")
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"] == "TrackingError: MLflow writer process died"
+
+
 def test_no_process_outlives_a_sweep(tmp_path: Path, spawn: Spawn) -> None:
     """A joblib sweep's workers and their writers are gone within 10 s of the command."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"

@@ -364,6 +364,9 @@ def test_writer_failures_surface_as_tracking_errors(tmp_path: Path) -> None:
     with pytest.raises(TrackingError, match="died"):
         killed.end()
     assert time.perf_counter() - started < 5
+    run = MlflowClient(uri).get_run(killed.run_id)  # ended by the training process itself
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"] == "MLflow writer process died"
     with plain_run(uri, {"id": experiment_id}, "after") as after:  # a new writer
         after.log_metrics(0, {"loss": 1.0})
     assert writer().process.pid != pid

@@ -215,6 +215,18 @@ def start_parent_run(uri: str, experiment_id: str, run_name: str, tags: dict[str
     )
 
 
+def fail_run(uri: str, run_id: str, error: str) -> None:
+    """End a run FAILED with the tag ``error`` (its writer is gone); TrackingError (one line)
+    when the store cannot be reached."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        set_tags(uri, run_id, {"error": error})
+        mlflow_client(uri).set_terminated(run_id, "FAILED")
+    except MlflowException as e:
+        raise TrackingError(describe_failure(uri, e)) from None
+
+
 def children_of(run_id: str) -> str:
     """The MLflow search filter for the child runs of ``run_id``."""
     return f"tags.mlflow.parentRunId = '{run_id}'"
