@@ -416,6 +416,39 @@ def test_a_signal_ends_the_run_killed_within_5_s_on_a_busy_machine(
     assert 0 <= sent - (stored + unwritten) <= len(history.keys)  # ≤ one record in flight
 
 
+def test_sigterm_stops_a_parallel_sweep_with_143_and_leaves_nothing_running(
+    tmp_path: Path, spawn: Spawn
+) -> None:
+    """SIGTERM to the launching process of a joblib sweep, as a service manager or `kill` sends
+    it: exit status 143, the parent and the jobs' runs KILLED, no process left.  Before: the
+    process died of the signal at once, its parent run stayed RUNNING and its workers trained
+    on."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    prepare_experiment(uri, "default")  # so polling never races the schema migration
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    args = ["-m", "activation=relu,tanh", *ENDLESS]
+    args += ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    process = spawn(
+        [sys.executable, "-m", "experiments.train", *args], cwd=tmp_path, env=env, **pipes
+    )
+    deadline = time.monotonic() + 180
+    while sum("train/loss" in r.data.metrics for r in runs(tmp_path, "default")) < 2:
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert "stopped by SIGTERM: a run in progress ended KILLED" in err
+    left = time.monotonic() + 10
+    while session_processes(process.pid) and time.monotonic() < left:
+        time.sleep(0.2)
+    assert session_processes(process.pid) == []
+    parent, children = sweep_children(tmp_path)
+    assert parent.info.status == "KILLED" and len(children) == 2
+    assert [c.info.status for c in children] == ["KILLED", "KILLED"]
+
+
 def test_a_run_whose_writer_is_killed_ends_failed(tmp_path: Path, spawn: Spawn) -> None:
     """kill -9 of the writer child, as the OOM killer might.  Before: the command said FAILED
     and exited 1, but the run stayed RUNNING in the store."""

@@ -196,6 +196,9 @@ def test_finish_parent_run_needs_every_jobs_latest_run_finished(tmp_path: Path) 
     assert len(child_runs(uri, ok)) == 3 and len(child_runs(uri, too_few)) == 1
     assert finish_parent_run(uri, orphan, ["a"]) == "FAILED"  # a writer lost the store mid-run
     assert [c.info.status for c in child_runs(uri, orphan)] == ["FAILED"]
+    cut = parent_with([("a", "FINISHED"), ("b", "RUNNING")])  # Ctrl-C; c never started
+    assert finish_parent_run(uri, cut, ["a", "b", "c"], cut_short=True) == "KILLED"
+    assert [c.info.status for c in child_runs(uri, cut)] == ["FINISHED", "KILLED"]
 
 
 def job(uri: str, experiment_id: str, parent: str, index: int, folder: str) -> tuple[str, int]:

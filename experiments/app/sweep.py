@@ -172,7 +172,8 @@ class MlflowSweepCallback(Callback):
             print(f"sweep {name}: {n_jobs} jobs, parent run {parent}")
         swept = swept_keys(jobs.overrides)
         self.sweep = SweepInfo(uri, experiment_id, parent, n_jobs, swept, hashes, finished)
-        atexit.register(self._close)  # also on Ctrl-C or a crash: the parent never stays RUNNING
+        # on Ctrl-C, SIGTERM or a crash too: the parent never stays RUNNING
+        atexit.register(self._close, cut_short=True)
         self.sweep.save(self.sweep_dir)
         sys.stdout.flush()
 
@@ -200,13 +201,16 @@ class MlflowSweepCallback(Callback):
         if status not in (None, "FINISHED"):
             sys.exit(f"sweep ended {status}: not every job finished (see the lines above)")
 
-    def _close(self) -> str | None:
+    def _close(self, cut_short: bool = False) -> str | None:
+        """End the parent run (``cut_short``: the sweep did not reach its end); its status."""
         if self.sweep is None:
             return None
         sweep, self.sweep = self.sweep, None
         sweep = SweepInfo.load(self.sweep_dir) or sweep  # a tuning sweeper adds its stage 2
         try:
-            status = finish_parent_run(sweep.tracking_uri, sweep.parent_run_id, sweep.config_hashes)
+            status = finish_parent_run(
+                sweep.tracking_uri, sweep.parent_run_id, sweep.config_hashes, cut_short
+            )
         except TrackingError as error:  # the runs logged before the store went away are kept
             print(f"parent run {sweep.parent_run_id}: cannot be ended: {error}", flush=True)
             return "FAILED"

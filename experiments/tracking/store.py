@@ -244,12 +244,16 @@ def child_runs(uri: str, parent_run_id: str, experiment_id: str | None = None) -
     )
 
 
-def finish_parent_run(uri: str, run_id: str, config_hashes: list[str]) -> str:
+def finish_parent_run(
+    uri: str, run_id: str, config_hashes: list[str], cut_short: bool = False
+) -> str:
     """End the parent FINISHED iff, for every job (its ``config_hash``), the latest child run of
-    that job FINISHED; otherwise FAILED.  Earlier attempts (a job killed, then resumed) do not
-    count.  Children still RUNNING (their jobs are over: the writer lost the store before it
-    could end them) end FAILED.  Returns the status; a parent that has already ended keeps its
-    status.  TrackingError (one line) when the store cannot be reached.
+    that job FINISHED; otherwise FAILED, or KILLED if the sweep was ``cut_short`` (Ctrl-C,
+    SIGTERM, a crash of the launching process).  Earlier attempts (a job killed, then resumed)
+    do not count.  Children still RUNNING (their jobs are over: the writer lost the store, or
+    was killed with its worker, before it could end them) end FAILED, or KILLED if
+    ``cut_short``.  Returns the status; a parent that has already ended keeps its status.
+    TrackingError (one line) when the store cannot be reached.
     """
     from mlflow.exceptions import MlflowException
 
@@ -259,12 +263,13 @@ def finish_parent_run(uri: str, run_id: str, config_hashes: list[str]) -> str:
         if parent.status != "RUNNING":
             return str(parent.status)
         children = child_runs(uri, run_id, parent.experiment_id)
+        unfinished = "KILLED" if cut_short else "FAILED"
         for child in children:
             if child.info.status == "RUNNING":
-                client.set_terminated(child.info.run_id, "FAILED")
+                client.set_terminated(child.info.run_id, unfinished)
         latest = {c.data.tags.get("config_hash"): c.info.status for c in children}
         done = all(latest.get(job) == "FINISHED" for job in config_hashes)
-        status = "FINISHED" if done else "FAILED"
+        status = "FINISHED" if done else unfinished
         client.set_terminated(run_id, status)
     except MlflowException as e:
         raise TrackingError(describe_failure(uri, e)) from None
