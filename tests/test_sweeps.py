@@ -8,6 +8,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 Spawn = Callable[..., "subprocess.Popen[str]"]  # the spawn fixture (conftest.py)
 TINY = ["data.n_samples=200", "train.epochs=3", "model.width=8", "log.every_n_steps=5"]
+ENDLESS = ["data.n_samples=200", "train.epochs=100000", "model.width=8", "log.every_n_steps=5"]
 
 
 def run_train(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -138,6 +140,72 @@ def test_sweep_nests_runs_under_a_parent(tmp_path: Path, launcher: str) -> None:
     assert all(c.info.status == "FINISHED" for c in children)
 
 
+def alembic_head() -> str:
+    """The schema revision MLflow's own migration scripts end at."""
+    import mlflow.store
+    from alembic.script import ScriptDirectory
+
+    migrations = Path(mlflow.store.__file__).parent / "db_migrations"
+    return str(ScriptDirectory(str(migrations)).get_current_head())
+
+
+def test_concurrent_sweeps_and_single_runs_on_a_fresh_store(tmp_path: Path, spawn: Spawn) -> None:
+    """Two sweeps and three single runs started at the same moment, from one folder, on a store
+    that does not exist yet.  Before: a half-migrated schema (`_alembic_tmp_*` tables left, an
+    older revision), runs FAILED with `duplicate column name`, both sweeps' jobs under one
+    parent (they shared a sweep folder), sweeps exiting 0."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    tiny = ["data.n_samples=100", "train.epochs=1", "model.depth=1", "model.width=4"]
+    train = [sys.executable, "-m", "experiments.train"]
+    commands = [[*train, "-m", "activation=relu,tanh", *tiny, f"seed={s}"] for s in (0, 1)]
+    commands += [[*train, *tiny, f"seed={seed}"] for seed in (2, 3, 4)]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    processes = [spawn(command, cwd=tmp_path, env=env, **pipes) for command in commands]
+    outputs = [process.communicate(timeout=600) for process in processes]
+    assert [p.returncode for p in processes] == [0] * 5, [err for _, err in outputs]
+    with contextlib.closing(sqlite3.connect(tmp_path / "mlflow.db")) as db:
+        (revision,) = db.execute("SELECT version_num FROM alembic_version").fetchall()
+        tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master")]
+    assert revision == (alembic_head(),)
+    assert "runs" in tables and [t for t in tables if t.startswith("_alembic_tmp")] == []
+    found = runs(tmp_path, "default")
+    assert len(found) == 2 + 2 * 2 + 3 and {r.info.status for r in found} == {"FINISHED"}
+    parents = []
+    for seed, (out, _) in enumerate(outputs[:2]):
+        match = re.search(r"parent run (\w+)", out)
+        assert match, out
+        parents.append(match.group(1))
+        children = [r for r in found if r.data.tags.get("mlflow.parentRunId") == parents[-1]]
+        assert {r.info.run_name for r in children} == {
+            f"{a}-d1-w4-b32-s{seed}" for a in ("relu", "tanh")
+        }
+    parentless = [r for r in found if "mlflow.parentRunId" not in r.data.tags]
+    singles = {r.info.run_name for r in parentless if r.info.run_id not in parents}
+    assert singles == {f"tanh-d1-w4-b32-s{seed}" for seed in (2, 3, 4)}
+
+
+def test_a_second_sweep_in_the_folder_of_a_running_sweep_is_refused(
+    tmp_path: Path, spawn: Spawn
+) -> None:
+    """Before, its jobs and the running sweep's later jobs logged under its parent run."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    prepare_experiment(uri, "default")  # so polling never races the schema migration
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    sweep = [sys.executable, "-m", "experiments.train", "-m", "hydra.sweep.dir=shared"]
+    first = spawn([*sweep, "activation=relu,tanh", *ENDLESS], cwd=tmp_path, env=env)
+    deadline = time.monotonic() + 120
+    while not runs(tmp_path, "default"):  # its parent run: the folder is claimed by then
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.2)
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    second = spawn([*sweep, "activation=sigmoid,elu", *TINY], cwd=tmp_path, env=env, **pipes)
+    _, err = second.communicate(timeout=120)
+    assert second.returncode == 1
+    assert err.strip() == "error: hydra.sweep.dir='shared': a folder that no running sweep uses"
+    assert first.poll() is None
+    assert {r.info.run_name.split("-")[0] for r in runs(tmp_path, "default")} <= {"default", "relu"}
+
+
 LAUNCHERS = {"basic": [], "joblib": ["hydra.launcher.n_jobs=2"], "submitit_local": []}
 
 
@@ -174,6 +242,57 @@ def test_every_launcher_gives_the_same_layout_and_metrics(tmp_path: Path) -> Non
         }
     assert set(histories["basic"]) == {"relu-d3-w8-b32-s3", "tanh-d3-w8-b32-s3"}
     assert histories["basic"] == histories["joblib"] == histories["submitit_local"]
+
+
+def read_only(folder: Path) -> list[str]:
+    """The prefix of a command that sees ``folder`` read-only.  Root writes whatever the
+    permissions say: for root the folder is bind-mounted read-only in a mount namespace of the
+    command's own, gone with it."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return []
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"]).returncode:
+        pytest.skip("running as root without `unshare -m`: no way to make a folder read-only")
+    return ["unshare", "-m", "sh", "-c", 'mount -o bind,ro "$0" "$0" && exec "$@"', str(folder)]
+
+
+@pytest.mark.parametrize(
+    ("store", "message"),
+    [
+        ("garbage", "mlflow.db is not an SQLite database"),
+        (
+            "corrupt",  # passes the header check; MLflow's open fails
+            "the sweep could not start: DatabaseError: (sqlite3.DatabaseError) file is not a",
+        ),
+        ("read-only folder", "(read-only?)"),
+    ],
+)
+def test_a_sweep_whose_store_cannot_be_opened_stops_before_any_job(
+    tmp_path: Path, spawn: Spawn, store: str, message: str
+) -> None:
+    """Before: Hydra turned the error into a warning, every job ran without a parent and
+    FAILED, the sweep exited 0 (a read-only folder: after 5 minutes of retries)."""
+    folder = tmp_path / "store"
+    folder.mkdir()
+    db, prefix = folder / "mlflow.db", []
+    if store == "garbage":
+        db.write_bytes(b"\x93 not a database " * 200)
+    elif store == "corrupt":
+        db.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4096)
+    else:
+        prefix = read_only(folder)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{db}"}
+    command = [*prefix, sys.executable, "-m", "experiments.train", "-m", "activation=relu,tanh"]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    started = time.monotonic()
+    process = spawn([*command, *TINY], cwd=tmp_path, env=env, **pipes)
+    out, err = process.communicate(timeout=300)
+    assert time.monotonic() - started < 30
+    assert process.returncode == 1
+    (line,) = err.strip().splitlines()
+    assert line.startswith("error: ") and message in line
+    assert "Launching" not in out + err and "[1/" not in out
+    assert store != "read-only folder" or not db.exists()
 
 
 def test_bad_value_in_one_job_creates_nothing(tmp_path: Path) -> None:
@@ -336,6 +455,66 @@ def test_a_signal_ends_the_run_killed_within_5_s_on_a_busy_machine(
     unwritten = int(run.data.tags["unwritten_points"])
     assert unwritten > 0  # the writer was behind: every point is accounted for
     assert 0 <= sent - (stored + unwritten) <= len(history.keys)  # ≤ one record in flight
+
+
+def test_sigterm_stops_a_parallel_sweep_with_143_and_leaves_nothing_running(
+    tmp_path: Path, spawn: Spawn
+) -> None:
+    """SIGTERM to the launching process of a joblib sweep, as a service manager or `kill` sends
+    it: exit status 143, the parent and the jobs' runs KILLED, no process left.  Before: the
+    process died of the signal at once, its parent run stayed RUNNING and its workers trained
+    on."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    prepare_experiment(uri, "default")  # so polling never races the schema migration
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    args = ["-m", "activation=relu,tanh", *ENDLESS]
+    args += ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    process = spawn(
+        [sys.executable, "-m", "experiments.train", *args], cwd=tmp_path, env=env, **pipes
+    )
+    deadline = time.monotonic() + 180
+    while sum("train/loss" in r.data.metrics for r in runs(tmp_path, "default")) < 2:
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert "stopped by SIGTERM: a run in progress ended KILLED" in err
+    left = time.monotonic() + 10
+    while session_processes(process.pid) and time.monotonic() < left:
+        time.sleep(0.2)
+    assert session_processes(process.pid) == []
+    parent, children = sweep_children(tmp_path)
+    assert parent.info.status == "KILLED" and len(children) == 2
+    assert [c.info.status for c in children] == ["KILLED", "KILLED"]
+
+
+def test_a_run_whose_writer_is_killed_ends_failed(tmp_path: Path, spawn: Spawn) -> None:
+    """kill -9 of the writer child, as the OOM killer might.  Before: the command said FAILED
+    and exited 1, but the run stayed RUNNING in the store."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    prepare_experiment(uri, "default")  # so polling never races the schema migration
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    command = [sys.executable, "-m", "experiments.train", *ENDLESS]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    process = spawn(command, cwd=tmp_path, env=env, **pipes)
+    deadline = time.monotonic() + 120
+    while not any("train/loss" in r.data.metrics for r in runs(tmp_path, "default")):
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.5)
+    table = subprocess.run(["ps", "-wweo", "pid=,ppid=,args="], capture_output=True, text=True)
+    rows = [line.split(None, 2) for line in table.stdout.splitlines()]
+    (writer,) = [int(r[0]) for r in rows if r[1] == str(process.pid) and "tracking.writer" in r[2]]
+    os.kill(writer, signal.SIGKILL)
+    killed = time.monotonic()
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 1, err
+    assert "tanh-d3-w8-b32-s0: FAILED (MLflow writer process died)" in out
+    assert time.monotonic() - killed < 30
+    (run,) = runs(tmp_path, "default")
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"] == "TrackingError: MLflow writer process died"
 
 
 def test_no_process_outlives_a_sweep(tmp_path: Path, spawn: Spawn) -> None:

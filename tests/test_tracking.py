@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from mlflow import MlflowClient
 
 from experiments import PROJECT_ROOT
 from experiments.server.audit import stored_point_counts
+from experiments.tracking import store as store_module
 from experiments.tracking.run import KILL_GRACE, RunTracker, close_writer, writer
 from experiments.tracking.store import (
     TrackingError,
@@ -32,6 +34,7 @@ from experiments.tracking.store import (
     start_parent_run,
 )
 
+Spawn = Callable[..., "subprocess.Popen[str]"]  # the spawn fixture (conftest.py)
 STEPS, KEYS = 40, [f"grad_norm/layer_{i:02d}" for i in range(30)]
 
 
@@ -93,6 +96,52 @@ def test_default_uri_is_the_project_root(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert default_tracking_uri() == "http://example.org"
 
 
+def test_a_file_that_is_no_sqlite_database_is_refused_before_mlflow_opens_it(
+    tmp_path: Path,
+) -> None:
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"\x93 not a database " * 100)
+    with pytest.raises(TrackingError, match=r"garbage.db is not an SQLite database"):
+        check_tracking_uri(f"sqlite:///{garbage}")
+    (tmp_path / "empty.db").touch()  # sqlite makes an empty file a new database
+    check_tracking_uri(f"sqlite:///{tmp_path}/empty.db")
+    (tmp_path / "folder.db").mkdir()
+    with pytest.raises(TrackingError, match=r"cannot write .*folder.db \(Is a directory\)"):
+        check_tracking_uri(f"sqlite:///{tmp_path}/folder.db")
+
+
+HOLD = """
+import sys, time
+from filelock import FileLock
+lock = FileLock(sys.argv[1])
+lock.acquire()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_sqlite_store_is_opened_under_its_lock(
+    tmp_path: Path, spawn: Spawn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While another process holds ``<db>.lock`` the store is not touched: opening it fails
+    in one line after LOCK_SECONDS; once that process is killed (it never released the lock),
+    the store opens."""
+    uri, db = store(tmp_path), tmp_path / "db" / "mlflow.db"
+    db.parent.mkdir()
+    holder = spawn([sys.executable, "-c", HOLD, f"{db}.lock"], stdout=subprocess.PIPE)
+    assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+    monkeypatch.setattr(store_module, "LOCK_SECONDS", 1.0)
+    started = time.monotonic()
+    with pytest.raises(TrackingError, match=r"mlflow.db: another process has held its lock"):
+        prepare_experiment(uri, "locked")
+    assert 1.0 <= time.monotonic() - started < 5
+    assert not db.exists()
+    holder.kill()
+    holder.wait(10)
+    assert prepare_experiment(uri, "locked") == prepare_experiment(uri, "locked")
+    assert db.is_file()
+
+
 def test_sqlite_parent_directory_is_created(tmp_path: Path) -> None:
     check_tracking_uri(f"sqlite:///{tmp_path}/a/b/mlflow.db")
     assert (tmp_path / "a" / "b").is_dir()
@@ -147,6 +196,9 @@ def test_finish_parent_run_needs_every_jobs_latest_run_finished(tmp_path: Path) 
     assert len(child_runs(uri, ok)) == 3 and len(child_runs(uri, too_few)) == 1
     assert finish_parent_run(uri, orphan, ["a"]) == "FAILED"  # a writer lost the store mid-run
     assert [c.info.status for c in child_runs(uri, orphan)] == ["FAILED"]
+    cut = parent_with([("a", "FINISHED"), ("b", "RUNNING")])  # Ctrl-C; c never started
+    assert finish_parent_run(uri, cut, ["a", "b", "c"], cut_short=True) == "KILLED"
+    assert [c.info.status for c in child_runs(uri, cut)] == ["FINISHED", "KILLED"]
 
 
 def job(uri: str, experiment_id: str, parent: str, index: int, folder: str) -> tuple[str, int]:
@@ -315,6 +367,9 @@ def test_writer_failures_surface_as_tracking_errors(tmp_path: Path) -> None:
     with pytest.raises(TrackingError, match="died"):
         killed.end()
     assert time.perf_counter() - started < 5
+    run = MlflowClient(uri).get_run(killed.run_id)  # ended by the training process itself
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"] == "MLflow writer process died"
     with plain_run(uri, {"id": experiment_id}, "after") as after:  # a new writer
         after.log_metrics(0, {"loss": 1.0})
     assert writer().process.pid != pid

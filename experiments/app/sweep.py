@@ -4,8 +4,12 @@ Hydra calls ``on_multirun_start`` once in the launching process before any job s
 launcher: basic, joblib, submitit, ray).  There we expand the sweep exactly as Hydra's basic
 sweeper will, compose and check every job's config, create the store, the experiment and the
 parent run (so parallel jobs never race to create them), and leave a ``mlflow_sweep.json`` in
-the sweep directory from which each job learns its parent.  ``on_multirun_end`` ends the parent
-FINISHED only if every job's run FINISHED.  A bad value in any job creates nothing.
+the sweep directory from which each job learns its parent; the launching process holds that
+directory's ``mlflow_sweep.lock`` until it exits, so a second sweep started in the same
+directory is refused instead of logging under the first one's parent.  ``on_multirun_end``
+ends the parent FINISHED only if every job's run FINISHED, else the sweep exits 1.  A bad
+value in any job, or a store that cannot be opened, stops the sweep before its first job with
+one line (exit status 1).
 
 ``mlflow.resume=true`` continues the sweep that ran most of these jobs in the experiment (a job
 is its ``config_hash``; of sweeps that tie, the last to run one): its parent run is set RUNNING
@@ -22,7 +26,7 @@ import sys
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
@@ -49,7 +53,11 @@ from experiments.tracking.store import (
     start_parent_run,
 )
 
+if TYPE_CHECKING:
+    from filelock import FileLock
+
 SWEEP_FILE = "mlflow_sweep.json"
+SWEEP_LOCK = "mlflow_sweep.lock"
 
 
 @dataclass(frozen=True)
@@ -118,28 +126,35 @@ class MlflowSweepCallback(Callback):
     def __init__(self) -> None:
         self.sweep: SweepInfo | None = None
         self.sweep_dir = Path()
+        self.claim: FileLock | None = None  # the sweep directory's lock, once held
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Any failure stops the sweep before its first job, with one line and exit status 1
+        (Hydra would turn the exception into a warning and run the jobs without a parent)."""
         try:
-            _check_launcher(config.hydra.launcher)
-            jobs = expand(config)
-            for overrides, composed in jobs.composed:
-                _check(composed, overrides)
-            first = jobs.composed[0][1]
-            for key in ("enabled", "tracking_uri", "experiment_name", "resume"):
-                if len({job.mlflow[key] for _, job in jobs.composed}) > 1:
-                    raise ConfigError(f"mlflow.{key}", "a sweep", "one value for all jobs")
-            if first.mlflow.resume and not first.mlflow.enabled:
-                raise ConfigError("mlflow.resume", True, "needs mlflow.enabled=true")
-            if tuning.Grid.of(config.hydra.sweeper) and not first.mlflow.enabled:
-                allowed = "true with hydra/sweeper=tune, which reads its stage-1 runs from MLflow"
-                raise ConfigError("mlflow.enabled", False, allowed)
-            if not first.mlflow.enabled:
-                return
-            uri = default_tracking_uri(first.mlflow.tracking_uri)
-            experiment_id = prepare_experiment(uri, first.mlflow.experiment_name)
-        except (ConfigError, TrackingError, HydraException, OmegaConfBaseException) as error:
-            sys.exit(f"error: {error}")  # before anything is created
+            self._start(config)
+        except Exception as error:
+            sys.exit(f"error: {_one_line(error)}")
+
+    def _start(self, config: DictConfig) -> None:
+        _check_launcher(config.hydra.launcher)
+        jobs = expand(config)
+        for overrides, composed in jobs.composed:
+            _check(composed, overrides)
+        first = jobs.composed[0][1]
+        for key in ("enabled", "tracking_uri", "experiment_name", "resume"):
+            if len({job.mlflow[key] for _, job in jobs.composed}) > 1:
+                raise ConfigError(f"mlflow.{key}", "a sweep", "one value for all jobs")
+        if first.mlflow.resume and not first.mlflow.enabled:
+            raise ConfigError("mlflow.resume", True, "needs mlflow.enabled=true")
+        if tuning.Grid.of(config.hydra.sweeper) and not first.mlflow.enabled:
+            allowed = "true with hydra/sweeper=tune, which reads its stage-1 runs from MLflow"
+            raise ConfigError("mlflow.enabled", False, allowed)
+        if not first.mlflow.enabled:
+            return
+        uri = default_tracking_uri(first.mlflow.tracking_uri)
+        experiment_id = prepare_experiment(uri, first.mlflow.experiment_name)
+        self._claim(Path(config.hydra.sweep.dir))
         started = datetime.now().strftime("%Y%m%d-%H%M%S")
         n_jobs, hashes = len(jobs.overrides), jobs.hashes
         tags = {"overrides": " ".join(config.hydra.overrides.task), "n_jobs": str(n_jobs)}
@@ -159,10 +174,27 @@ class MlflowSweepCallback(Callback):
             print(f"sweep {name}: {n_jobs} jobs, parent run {parent}")
         swept = swept_keys(jobs.overrides)
         self.sweep = SweepInfo(uri, experiment_id, parent, n_jobs, swept, hashes, finished)
-        self.sweep_dir = Path(config.hydra.sweep.dir)
+        # on Ctrl-C, SIGTERM or a crash too: the parent never stays RUNNING
+        atexit.register(self._close, cut_short=True)
         self.sweep.save(self.sweep_dir)
-        atexit.register(self._close)  # also on Ctrl-C or a crash: the parent never stays RUNNING
         sys.stdout.flush()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a launcher sends its workers with Hydra's callbacks: all but the lock."""
+        return self.__dict__ | {"claim": None}
+
+    def _claim(self, sweep_dir: Path) -> None:
+        """Hold the lock of the sweep directory (released when this process exits)."""
+        from filelock import FileLock, Timeout
+
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        self.claim = FileLock(sweep_dir / SWEEP_LOCK)
+        try:
+            self.claim.acquire(timeout=0)
+        except Timeout:
+            allowed = "a folder that no running sweep uses"
+            raise ConfigError("hydra.sweep.dir", str(sweep_dir), allowed) from None
+        self.sweep_dir = sweep_dir
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.sweep is not None:
@@ -171,19 +203,30 @@ class MlflowSweepCallback(Callback):
         if status not in (None, "FINISHED"):
             sys.exit(f"sweep ended {status}: not every job finished (see the lines above)")
 
-    def _close(self) -> str | None:
+    def _close(self, cut_short: bool = False) -> str | None:
+        """End the parent run (``cut_short``: the sweep did not reach its end); its status."""
         if self.sweep is None:
             return None
         sweep, self.sweep = self.sweep, None
         sweep = SweepInfo.load(self.sweep_dir) or sweep  # a tuning sweeper adds its stage 2
         try:
-            status = finish_parent_run(sweep.tracking_uri, sweep.parent_run_id, sweep.config_hashes)
+            status = finish_parent_run(
+                sweep.tracking_uri, sweep.parent_run_id, sweep.config_hashes, cut_short
+            )
         except TrackingError as error:  # the runs logged before the store went away are kept
             print(f"parent run {sweep.parent_run_id}: cannot be ended: {error}", flush=True)
             return "FAILED"
         print(f"parent run {sweep.parent_run_id}: {status}; browse with:")
         print(f"  {browse_hint(sweep.tracking_uri)}", flush=True)
         return status
+
+
+def _one_line(error: Exception) -> str:
+    """The message of one of our errors; else the exception's type and first line."""
+    if isinstance(error, ConfigError | TrackingError | HydraException | OmegaConfBaseException):
+        return str(error)
+    lines = str(error).strip().splitlines() or [""]
+    return f"the sweep could not start: {type(error).__name__}: {lines[0]}"
 
 
 def _summarize(sweep: SweepInfo) -> None:

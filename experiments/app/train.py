@@ -211,7 +211,7 @@ def _job(sweep: SweepInfo | None) -> str:
 @hydra.main(version_base="1.3", config_path=CONF, config_name="config")
 def app(cfg: DictConfig) -> None:
     """Hydra's task function: a single run, or one job of a sweep (``-m``)."""
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM ends the run KILLED, like Ctrl-C
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # again: a launcher's worker runs no main()
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
@@ -239,7 +239,9 @@ def app(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Entry point: refuse a ``_target_`` outside our packages, then run the Hydra app.
-    Ctrl-C and SIGTERM exit with 128 + the signal's number after one line."""
+    Ctrl-C and SIGTERM, whenever they come, exit with 128 + the signal's number after one
+    line (130, 143); a run in progress ends KILLED."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # handled as Ctrl-C, in a sweep's launcher too
     refuse_foreign_targets(sys.argv[1:], app, CONF)
     try:
         app()

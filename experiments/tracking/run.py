@@ -34,10 +34,11 @@ from types import TracebackType
 from typing import Any
 
 from experiments import PROJECT_ROOT
-from experiments.tracking.store import TrackingError, check_tracking_uri
+from experiments.tracking.store import TrackingError, check_tracking_uri, fail_run
 from experiments.tracking.writer import KILL_GRACE
 
 READY_SECONDS = 60.0  # for the writer to import MLflow and create the run
+WRITER_DIED = "MLflow writer process died"
 _KEY = re.compile(r"[/\w.\- ]{1,250}")  # MLflow's metric-key rule (its ':' fails on Windows)
 # sys.path[0] of ``python -c`` is the working directory: the project root replaces it
 _START = "import sys; sys.path[0] = sys.argv[1]; from experiments.tracking.writer import main; "
@@ -119,6 +120,7 @@ class RunTracker:
         if parent_run_id is not None:
             tags["mlflow.parentRunId"] = parent_run_id
         self.run_name = run_name
+        self._uri = uri
         self._run_id = ""
         self._artifact_dir: str | None = None  # the run's folder in a local artifact store
         self._error = ""
@@ -141,7 +143,7 @@ class RunTracker:
         try:
             kind, *value = self._writer.replies.recv()
         except (EOFError, OSError):
-            kind, value = "error", ["MLflow writer process died"]
+            kind, value = "error", [WRITER_DIED]
         if kind == "ready":
             self._run_id, self._artifact_dir = value
         elif kind == "done":
@@ -170,7 +172,7 @@ class RunTracker:
         try:
             self._writer.requests.send(message)
         except OSError:
-            self._error = "MLflow writer process died"
+            self._error = WRITER_DIED
             raise TrackingError(self._error) from None
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
@@ -210,14 +212,18 @@ class RunTracker:
             raise
         self._send(("artifacts", str(folder)))
 
-    def end(self, status: str = "FINISHED", grace: float | None = None) -> None:
+    def end(self, status: str = "FINISHED", grace: float | None = None, error: str = "") -> None:
         """Mark the run ``status`` once the writer has written everything (``grace``: what it
-        can in that many seconds); TrackingError if a write failed.  Ctrl-C while waiting
-        gives the writer KILL_GRACE seconds and ends the run KILLED."""
+        can in that many seconds), with the tag ``error`` if given; TrackingError if a write
+        failed.  Ctrl-C while waiting gives the writer KILL_GRACE seconds and ends the run
+        KILLED.  If the writer died (killed, out of memory) the run is still open: this
+        process ends it FAILED itself (importing MLflow: ≈ 2 s)."""
         if self._ended:
             return
         deadline = None if grace is None else time.time() + grace
         try:
+            if error:
+                self._send(("tags", {"error": error}))
             self._send(("end", status, deadline))
             self._ended = True
             self._wait(lambda: self._done, None if grace is None else grace + 1)
@@ -230,8 +236,17 @@ class RunTracker:
             self._ended = True
             if not self._done:  # it died, failed or is still writing: the next run needs another
                 close_writer()
+                if self._error == WRITER_DIED and self._run_id:
+                    self._fail_here(error or WRITER_DIED)
         if self._error:
             raise TrackingError(self._error)
+
+    def _fail_here(self, error: str) -> None:
+        """End the run FAILED from this process: its writer died with it open."""
+        try:
+            fail_run(self._uri, self._run_id, error)
+        except TrackingError as e:
+            self._error += f"; the run is left RUNNING ({e})"
 
     def __enter__(self) -> RunTracker:
         return self
@@ -251,10 +266,9 @@ class RunTracker:
             status, grace = "KILLED", KILL_GRACE
         else:
             status, grace = ("FINISHED" if code in (None, 0) else "FAILED"), None
+        error = f"{type(exc).__name__}: {exc}"[:5000] if status == "FAILED" else ""
         try:
-            if status == "FAILED":
-                self.set_tags({"error": f"{type(exc).__name__}: {exc}"[:5000]})
-            self.end(status, grace)
+            self.end(status, grace, error)
         except TrackingError as e:  # do not mask the exception on its way up (nor repeat it)
             if str(e) != str(exc):
                 print(f"tracking: {e}", file=sys.stderr)

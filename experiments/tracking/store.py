@@ -7,6 +7,12 @@ unset) ``MLFLOW_HTTP_REQUEST_MAX_RETRIES=2``, ``…_BACKOFF_FACTOR=1`` and ``…
 so that a lost server surfaces in seconds (the writer process inherits the environment).
 Database stores: MLflow tries to connect 10 times over ≈ 100 s; ``database_problem`` tries
 once, for at most ``PGCONNECT_TIMEOUT`` seconds (set to 5 if unset).
+
+Sqlite stores: MLflow creates and migrates a store's schema when a process first opens it, and
+that is not safe across processes (two commands started at once left half-migrated schemas).
+``mlflow_client`` opens a sqlite store holding ``<db>.lock`` beside it, an flock every process
+of the suite takes (training process, writer, sweep callback, plots); it is released when
+MLflow is done with the schema, or when the process dies.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ _HTTP_ENV = {
 }
 _CHILDREN = "tags.mlflow.parentRunId IS NOT NULL"
 _CHECK_URI = "check --tracking-uri or $MLFLOW_TRACKING_URI"
+_SQLITE_HEADER = b"SQLite format 3\x00"  # the first bytes of every sqlite database file
+LOCK_SECONDS = 60.0  # to wait for another process to create or migrate a sqlite store
 
 
 class TrackingError(RuntimeError):
@@ -92,17 +100,37 @@ def check_tracking_uri(uri: str) -> None:
         raise TrackingError(f"tracking URI {masked(uri)!r} {problem}")
     scheme = _scheme(uri)
     if scheme == "sqlite":
-        parent = sqlite_path(uri).parent
+        path = sqlite_path(uri)
         try:
-            parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise TrackingError(f"tracking URI {uri!r}: cannot create {parent} ({e})") from None
+            why = f"cannot create {path.parent} ({e})"
+            raise TrackingError(f"tracking URI {uri!r}: {why}") from None
+        problem = _sqlite_problem(path)
+        if problem:
+            raise TrackingError(f"tracking URI {uri!r}: {problem}")
     elif scheme in ("http", "https"):
         for key, value in _HTTP_ENV.items():
             os.environ.setdefault(key, value)
         problem = _server_problem(uri)
         if problem:
             raise TrackingError(problem)
+
+
+def _sqlite_problem(path: Path) -> str | None:
+    """Why the sqlite store ``path`` cannot take runs, seen without opening it, or None."""
+    if not os.access(path.parent, os.W_OK | os.X_OK):  # its lock and journal files go there
+        return f"cannot write in {path.parent} (read-only?)"
+    if not path.exists():
+        return None
+    try:  # (closing it would drop this process's sqlite locks: it is never inside a transaction)
+        with path.open("r+b") as db:
+            head = db.read(len(_SQLITE_HEADER))
+    except OSError as e:
+        return f"cannot write {path} ({e.strerror})"
+    if head and head != _SQLITE_HEADER:  # an empty file is a new database
+        return f"{path} is not an SQLite database"
+    return None
 
 
 def _server_problem(uri: str) -> str | None:
@@ -162,18 +190,37 @@ def describe_failure(uri: str, error: Exception) -> str:
 
 
 def mlflow_client(uri: str) -> Any:
-    """An MlflowClient for ``uri`` (MLflow is imported on first use: ≈ 2 s)."""
+    """An MlflowClient for ``uri`` (MLflow is imported on first use: ≈ 2 s).  Creating it
+    opens the store, which MLflow creates or migrates if needed: a sqlite store's lock is
+    held meanwhile (TrackingError if another process holds it for LOCK_SECONDS)."""
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    if _scheme(uri) != "sqlite":
+        return MlflowClient(tracking_uri=uri)
+    from filelock import FileLock, Timeout  # ≈ 0.1 s: only where MLflow is imported anyway
+
+    path = sqlite_path(uri)
+    lock = FileLock(f"{path}.lock")
+    try:
+        lock.acquire(timeout=LOCK_SECONDS)
+    except Timeout:
+        why = f"another process has held its lock for {LOCK_SECONDS:.0f} s"
+        raise TrackingError(f"cannot open the store {path}: {why}") from None
+    except OSError as e:
+        raise TrackingError(f"cannot lock the store {path}: {e}") from None
+    try:
+        return MlflowClient(tracking_uri=uri)
+    finally:
+        lock.release()
 
 
 def prepare_experiment(uri: str, name: str) -> str:
     """Create the store (schema migrations) and the experiment if missing; return its id.
 
-    Call once, in one process, before parallel jobs start: several processes migrating a new
-    sqlite DB at once corrupt it.  Sqlite experiments keep artifacts beside the store
-    (<db dir>/mlartifacts/<name>), not in ./mlruns of whatever directory a job runs in.
+    Safe in several processes at once: the store is created under its lock (``mlflow_client``),
+    and an experiment another process created meanwhile is looked up again.  Sqlite experiments
+    keep artifacts beside the store (<db dir>/mlartifacts/<name>), not in ./mlruns of whatever
+    directory a job runs in.
     """
     check_tracking_uri(uri)  # fails in seconds, before MLflow's ≈ 2 s import
     from mlflow.exceptions import MlflowException
@@ -205,6 +252,18 @@ def start_parent_run(uri: str, experiment_id: str, run_name: str, tags: dict[str
     )
 
 
+def fail_run(uri: str, run_id: str, error: str) -> None:
+    """End a run FAILED with the tag ``error`` (its writer is gone); TrackingError (one line)
+    when the store cannot be reached."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        set_tags(uri, run_id, {"error": error})
+        mlflow_client(uri).set_terminated(run_id, "FAILED")
+    except MlflowException as e:
+        raise TrackingError(describe_failure(uri, e)) from None
+
+
 def children_of(run_id: str) -> str:
     """The MLflow search filter for the child runs of ``run_id``."""
     return f"tags.mlflow.parentRunId = '{run_id}'"
@@ -222,12 +281,16 @@ def child_runs(uri: str, parent_run_id: str, experiment_id: str | None = None) -
     )
 
 
-def finish_parent_run(uri: str, run_id: str, config_hashes: list[str]) -> str:
+def finish_parent_run(
+    uri: str, run_id: str, config_hashes: list[str], cut_short: bool = False
+) -> str:
     """End the parent FINISHED iff, for every job (its ``config_hash``), the latest child run of
-    that job FINISHED; otherwise FAILED.  Earlier attempts (a job killed, then resumed) do not
-    count.  Children still RUNNING (their jobs are over: the writer lost the store before it
-    could end them) end FAILED.  Returns the status; a parent that has already ended keeps its
-    status.  TrackingError (one line) when the store cannot be reached.
+    that job FINISHED; otherwise FAILED, or KILLED if the sweep was ``cut_short`` (Ctrl-C,
+    SIGTERM, a crash of the launching process).  Earlier attempts (a job killed, then resumed)
+    do not count.  Children still RUNNING (their jobs are over: the writer lost the store, or
+    was killed with its worker, before it could end them) end FAILED, or KILLED if
+    ``cut_short``.  Returns the status; a parent that has already ended keeps its status.
+    TrackingError (one line) when the store cannot be reached.
     """
     from mlflow.exceptions import MlflowException
 
@@ -237,12 +300,13 @@ def finish_parent_run(uri: str, run_id: str, config_hashes: list[str]) -> str:
         if parent.status != "RUNNING":
             return str(parent.status)
         children = child_runs(uri, run_id, parent.experiment_id)
+        unfinished = "KILLED" if cut_short else "FAILED"
         for child in children:
             if child.info.status == "RUNNING":
-                client.set_terminated(child.info.run_id, "FAILED")
+                client.set_terminated(child.info.run_id, unfinished)
         latest = {c.data.tags.get("config_hash"): c.info.status for c in children}
         done = all(latest.get(job) == "FINISHED" for job in config_hashes)
-        status = "FINISHED" if done else "FAILED"
+        status = "FINISHED" if done else unfinished
         client.set_terminated(run_id, status)
     except MlflowException as e:
         raise TrackingError(describe_failure(uri, e)) from None

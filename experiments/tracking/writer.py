@@ -161,8 +161,8 @@ def write_run(request: Message, inbox: Inbox, reply: Connection) -> bool:
 
     uri, experiment, name, params, tags = request
     run_id = None
-    client = mlflow_client(uri)
     try:
+        client = mlflow_client(uri)
         experiment_id = experiment.get("id") or prepare_experiment(uri, experiment["name"])
         info = client.create_run(experiment_id, run_name=name, tags=tags).info
         run_id = info.run_id
