@@ -29,7 +29,10 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 Spawn = Callable[..., "subprocess.Popen[str]"]  # the spawn fixture (conftest.py)
 TINY = ["data.n_samples=200", "train.epochs=3", "model.width=8", "log.every_n_steps=5"]
-ENDLESS = ["data.n_samples=200", "train.epochs=100000", "model.width=8", "log.every_n_steps=5"]
+ENDLESS = [  # a run that trains until it is stopped: above the size limit, meant
+    *("data.n_samples=200", "train.epochs=100000", "model.width=8", "log.every_n_steps=5"),
+    "allow_large=true",
+]
 
 
 def run_train(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

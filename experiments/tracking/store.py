@@ -18,6 +18,7 @@ MLflow is done with the schema, or when the process dies.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import sqlite3
@@ -207,6 +208,8 @@ def mlflow_client(uri: str) -> Any:
         why = f"another process has held its lock for {LOCK_SECONDS:.0f} s"
         raise TrackingError(f"cannot open the store {path}: {why}") from None
     except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):  # a folder we cannot write in:
+            return MlflowClient(tracking_uri=uri)  # we cannot create or migrate the store either
         raise TrackingError(f"cannot lock the store {path}: {e}") from None
     try:
         return MlflowClient(tracking_uri=uri)
