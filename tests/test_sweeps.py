@@ -404,6 +404,14 @@ def session_processes(sid: int) -> list[str]:
     return [row[2] for row in rows if len(row) == 3 and row[0] == str(sid) and row[1][0] != "Z"]
 
 
+def left_alive_after(sid: int, seconds: float = 10) -> list[str]:
+    """The processes of session ``sid`` still alive once they had ``seconds`` to exit."""
+    deadline = time.monotonic() + seconds
+    while session_processes(sid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return session_processes(sid)
+
+
 @pytest.mark.parametrize("group", [False, True], ids=["SIGTERM", "Ctrl-C"])
 def test_a_signal_ends_the_run_killed_within_5_s_on_a_busy_machine(
     tmp_path: Path, group: bool, spawn: Spawn
@@ -443,10 +451,7 @@ def test_a_signal_ends_the_run_killed_within_5_s_on_a_busy_machine(
         .strip()
         .endswith(f"stopped by {name}: a run in progress ended KILLED")
     )
-    left = time.monotonic() + 10
-    while session_processes(process.pid) and time.monotonic() < left:
-        time.sleep(0.2)
-    assert session_processes(process.pid) == []
+    assert left_alive_after(process.pid) == []
     (run,) = runs(tmp_path, "default")
     assert run.info.status == "KILLED"
     points = client(tmp_path).get_metric_history(run.info.run_id, "grad_norm/layer_01")
@@ -484,10 +489,7 @@ def test_sigterm_stops_a_parallel_sweep_with_143_and_leaves_nothing_running(
     _, err = process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM, err
     assert "stopped by SIGTERM: a run in progress ended KILLED" in err
-    left = time.monotonic() + 10
-    while session_processes(process.pid) and time.monotonic() < left:
-        time.sleep(0.2)
-    assert session_processes(process.pid) == []
+    assert left_alive_after(process.pid) == []
     parent, children = sweep_children(tmp_path)
     assert parent.info.status == "KILLED" and len(children) == 2
     assert [c.info.status for c in children] == ["KILLED", "KILLED"]
@@ -528,10 +530,7 @@ def test_no_process_outlives_a_sweep(tmp_path: Path, spawn: Spawn) -> None:
     command = [sys.executable, "-m", "experiments.train", *args]
     process = spawn(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE)
     assert process.wait(300) == 0
-    deadline = time.monotonic() + 10
-    while session_processes(process.pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert session_processes(process.pid) == []
+    assert left_alive_after(process.pid) == []
     parent, children = sweep_children(tmp_path)
     assert parent.info.status == "FINISHED" and len(children) == 2
 
