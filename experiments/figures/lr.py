@@ -59,11 +59,12 @@ def lr_sensitivity(data: Data) -> Built:
     configs = list(dict.fromkeys(r.config for r in records))
     panels = _panels(configs)
     lines = list(dict.fromkeys(_line(c, len(panels)) for c in configs))
-    colours = {line: style.config_style(i)[0] for i, line in enumerate(lines)}
     if len(panels) == 1:  # one panel: the configs' own looks (activation colours)
         keys = [key for key, _ in configs[0]] if configs else []
         look = style.looks(keys, [_values(c) for c in configs])
         colours = {_line(c, 1): look[_values(c)]["color"] for c in configs}
+    else:  # a colour per line, the same in every panel
+        colours = {line: style.config_style(i)[0] for i, line in enumerate(lines)}
     frame = pd.DataFrame(
         [
             {
@@ -101,7 +102,7 @@ def lr_sensitivity(data: Data) -> Built:
             at = mine[(mine["config"] == config) & (mine["lr"] == chosen[config])][VAL_LOSS]
             star_kw: dict[str, Any] = {"color": colour, "markeredgecolor": "0.1", "zorder": 5}
             ax.plot([chosen[config]], [at.mean()], marker="*", markersize=11, ls="none", **star_kw)
-            lost = [r.lr for r in records if r.config == config and math.isnan(_loss(r))]
+            lost = list(mine[(mine["config"] == config) & mine[VAL_LOSS].isna()]["lr"])
             if lost:  # an empty unclipped line would stretch the panel's layout box to (0, 0)
                 ax.plot(lost, [top] * len(lost), "x", color=colour, clip_on=False, zorder=5)
         ax.set_xscale("log")
@@ -120,11 +121,11 @@ def lr_sensitivity(data: Data) -> Built:
     cross = Line2D([], [], color="0.3", marker="x", linestyle="none", label="diverged")
     band_label = f"95% t-band (≥ {BAND_SEEDS} seeds)"
     band = Line2D([], [], color="0.5", linewidth=6, alpha=0.3, label=band_label)
+    entries = [*handles, star, cross, band]
     if len(panels) == 1:
-        style.legend(fig, [*handles, star, cross, band])
+        style.legend(fig, entries)
     else:  # below the grid: beside it, it would squeeze four columns of panels
-        entries = [*handles, star, cross, band]
-        fig.legend(handles=entries, loc="outside lower center", ncols=min(len(entries), 3))
+        fig.legend(handles=entries, loc="outside lower center", ncols=3)
     return fig, data.tuning, [VAL_LOSS]
 
 
