@@ -13,10 +13,19 @@ from typing import Any
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+from threadpoolctl import threadpool_limits
 
 from experiments.app.schema import register_configs
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+@pytest.fixture
+def one_blas_thread() -> Iterator[None]:
+    """Small matmuls: one BLAS thread is faster, and much faster on a loaded machine.  For the
+    modules that train many small nets: ``pytestmark = pytest.mark.usefixtures(...)``."""
+    with threadpool_limits(1):
+        yield
 
 
 @pytest.fixture(scope="session")

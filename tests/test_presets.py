@@ -6,11 +6,9 @@ Each test names its README claim and where its tolerance comes from.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
 import bpcore
 from bpcore import theory
@@ -18,10 +16,7 @@ from bpcore import theory
 SEEDS = range(5)
 
 
-@pytest.fixture(autouse=True)
-def _one_blas_thread() -> Iterator[None]:
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 @pytest.fixture(scope="module")

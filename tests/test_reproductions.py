@@ -8,11 +8,9 @@ ratio of two of them fluctuates by O(1/√n); tests average log-ratios over laye
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
 import bpcore
 from bpcore import theory
@@ -21,12 +19,7 @@ from bpcore.noise_scale import noise_scale
 from experiments.diagnostics.recorder import DiagnosticsRecorder
 from experiments.diagnostics.theory import mean_field_inputs, slope_metrics, theory_callbacks
 
-
-@pytest.fixture(autouse=True)
-def _one_blas_thread() -> Iterator[None]:
-    """Small matmuls: one BLAS thread is faster, and much faster on a loaded machine."""
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 @pytest.fixture(scope="module")
