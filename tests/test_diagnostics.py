@@ -237,3 +237,27 @@ def test_direct_call_and_validation(data: bpcore.Dataset) -> None:
     h.add("step", 0, {"a": 1.0})
     with pytest.raises(ValueError, match="keys"):
         h.add("step", 1, {"b": 1.0})
+
+
+def test_profiles_per_hidden_layer_at_the_first_and_last_recorded_step(
+    data: bpcore.Dataset,
+) -> None:
+    """profile/delta_norm_init at step l is ‖δˡ‖_F of the first minibatch; the output layer
+    has no point; final is the last recorded step's."""
+    net = bpcore.MLP(SIZES, activation="tanh", seed=3)
+    ref = bpcore.MLP(SIZES, activation="tanh", seed=3)
+    recorder = DiagnosticsRecorder(every_n_steps=2)
+    run(net, data, recorder, max_steps=4, batch_size=32)
+    recorder.record_profiles()
+    batch = next(minibatches(len(data.x_train), 32, np.random.default_rng(0)))
+    _, bp = ref.loss_and_grads(data.x_train[batch], data.y_train[batch], "cross_entropy")
+    steps, deltas = recorder.history.series("profile/delta_norm_init")
+    np.testing.assert_array_equal(steps, [1, 2, 3])  # 3 hidden layers; not the output (4)
+    expected = [np.linalg.norm(bp.deltas[l]) for l in range(3)]
+    np.testing.assert_allclose(deltas, expected, rtol=1e-10)
+    _, variances = recorder.history.series("profile/act_var_init")
+    np.testing.assert_allclose(variances, [np.var(bp.activations[l]) for l in range(3)], rtol=1e-10)
+    _, final = recorder.history.series("profile/grad_norm_final")
+    last = [recorder.history.series(f"grad_norm/layer_0{l}")[1][-1] for l in (1, 2, 3)]
+    assert recorder.history.series("grad_norm/layer_01")[0][-1] == 2
+    np.testing.assert_array_equal(final, last)

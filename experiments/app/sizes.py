@@ -9,7 +9,7 @@ fit) and the metric points it logs (``model.depth=100000`` logs 700,000 at step 
 
 from __future__ import annotations
 
-from experiments.diagnostics.recorder import HIDDEN_FAMILIES, LAYER_FAMILIES
+from experiments.diagnostics.recorder import HIDDEN_FAMILIES, LAYER_FAMILIES, PROFILE_FAMILIES
 
 MEMORY_LIMIT = 2 * 2**30  # bytes a run may need
 METRIC_LIMIT = 100_000  # metric points a run may log
@@ -50,13 +50,15 @@ def metric_points(
     """The metric points a run of ``steps`` optimizer steps logs at most: the per-layer
     diagnostics and train/batch_loss on every logged step (with the training-set gradient's
     metrics for ``log.full_gradient``), the epoch metrics (a last partial epoch counts), the
-    theory and test metrics."""
+    theory and test metrics, and the profiles (init and final per hidden layer)."""
     logged_steps = (steps - 1) // every_n_steps + 1
     per_step = 1 + len(LAYER_FAMILIES) * n_layers + len(HIDDEN_FAMILIES) * (n_layers - 1)
     if full_gradient:
         per_step += FULL_GRADIENT_METRICS + n_layers
     epochs = -(-steps // steps_per_epoch)
-    return logged_steps * per_step + epochs * EPOCH_METRICS + THEORY_METRICS + TEST_METRICS
+    profiles = 2 * len(PROFILE_FAMILIES) * (n_layers - 1)
+    once = THEORY_METRICS + TEST_METRICS + profiles
+    return logged_steps * per_step + epochs * EPOCH_METRICS + once
 
 
 def human_bytes(n: float) -> str:

@@ -103,6 +103,7 @@ def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = Fals
                     ):
                         _write_artifacts(folder, cfg, setup, recorder)
                 raise
+            recorder.record_profiles()
             test = _test_metrics(setup)
             if test:
                 recorder.record("test", result.steps, test)

@@ -11,6 +11,14 @@ head).  For layer l on a recorded minibatch step (pure numpy, norms accumulated 
 
 saturation and dead exist for hidden layers only: the output head (softmax, sigmoid, identity)
 is not an elementwise Activation with a sup f′, so those keys are skipped for layer LL.
+
+Profiles (``record_profiles``, once at the end): per hidden layer l = 1 … L − 1, at the first
+and the last recorded step, ``profile/grad_norm_{init,final}`` (‖∂L/∂Wˡ‖_F),
+``profile/delta_norm_{init,final}`` (‖δˡ‖_F over the batch × units, δˡ = ∂L/∂zˡ of the batch
+mean loss) and ``profile/act_var_{init,final}`` (Var aˡ), recorded with step = l: a chart of
+them against "step" is the gradient-vs-layer profile.  The output layer is not in the profile
+(its values are the per-layer metrics of the output layer), so profiles of nets of different
+depths line up from the input side.
 """
 
 from __future__ import annotations
@@ -31,6 +39,8 @@ LAYER_FAMILIES = ("grad_norm", "bias_grad_norm", "act_mean", "act_std", "update_
 HIDDEN_FAMILIES = ("saturation", "dead")
 BATCH_LOSS = "train/batch_loss"
 DELTA_LOG10_RANGE = (-16.0, 2.0)  # |δ| histogram edges: 10⁻¹⁶ … 10², log-spaced
+PROFILE_FAMILIES = ("grad_norm", "delta_norm", "act_var")  # profile/<family>_init, _final
+Profile = dict[str, list[float]]  # family → value per hidden layer, input side first
 
 
 def layer_tag(l: int) -> str:
@@ -85,6 +95,18 @@ def layer_diagnostics(report: StepReport) -> dict[str, float]:
     return {key: values[key] for key in metric_keys(L)}
 
 
+def hidden_profile(report: StepReport, diagnostics: Mapping[str, float]) -> Profile:
+    """‖∂L/∂Wˡ‖_F, ‖δˡ‖_F and Var aˡ per hidden layer of one step (``diagnostics``: its
+    ``layer_diagnostics``)."""
+    hidden = range(report.net.n_layers - 1)
+    tags = [layer_tag(l) for l in hidden]
+    return {
+        "grad_norm": [diagnostics[f"grad_norm/{t}"] for t in tags],
+        "delta_norm": [norm(report.bp.deltas[l]) for l in hidden],
+        "act_var": [diagnostics[f"act_std/{t}"] ** 2 for t in tags],
+    }
+
+
 def _histograms(arrays: Sequence[Array], edges: FloatArray) -> IntArray:
     """Counts (L, bins); values outside the edges fall in the end bins, NaN is dropped."""
     pairs = zip(arrays, edges, strict=True)
@@ -132,13 +154,18 @@ class DiagnosticsRecorder(Callback):
         self.histogram_bins = histogram_bins
         self.history = History()
         self._delta_edges = np.logspace(*DELTA_LOG10_RANGE, histogram_bins + 1)
+        self._profiles: dict[str, Profile] = {}  # "init": the first recorded step, "final"
 
     def wants_step(self, step: int) -> bool:
         return step % self.every_n_steps == 0
 
     def on_step(self, report: StepReport) -> None:
         self.history.n_layers = report.net.n_layers
-        self.record("step", report.step, {BATCH_LOSS: report.loss, **layer_diagnostics(report)})
+        diagnostics = layer_diagnostics(report)
+        self.record("step", report.step, {BATCH_LOSS: report.loss, **diagnostics})
+        profile = hidden_profile(report, diagnostics)
+        self._profiles.setdefault("init", profile)
+        self._profiles["final"] = profile
         if not self.histograms:
             return
         bp = report.bp
@@ -162,6 +189,18 @@ class DiagnosticsRecorder(Callback):
         metrics["progress/examples_seen"] = report.examples_seen
         metrics["progress/seconds"] = report.seconds
         self.record("epoch", report.step, metrics)
+
+    def record_profiles(self) -> None:
+        """The family "profile" at step = hidden layer 1 … L − 1 (see the module docstring)."""
+        if not self._profiles:
+            return
+        for l in range(len(self._profiles["init"]["grad_norm"])):
+            values = {
+                f"profile/{family}_{when}": profile[family][l]
+                for family in PROFILE_FAMILIES
+                for when, profile in self._profiles.items()
+            }
+            self.record("profile", l + 1, values)
 
     def record(self, family: str, step: int, metrics: Mapping[str, float]) -> None:
         """Add ``metrics`` to the history under ``family`` and send a copy to the sink."""
