@@ -74,13 +74,13 @@ def test_single_run_layout(tmp_path: Path) -> None:
         "val/loss",
         "val/accuracy",
         "grad_norm/layer_01",
-        "grad_norm/layer_04",
+        "grad_norm/output",
         "bias_grad_norm/layer_02",
         "act_mean/layer_01",
         "act_std/layer_03",
         "saturation/layer_03",
         "dead/layer_01",
-        "update_ratio/layer_04",
+        "update_ratio/output",
     ):
         assert key in metrics, key
     history = client(tmp_path).get_metric_history(run.info.run_id, "grad_norm/layer_01")

@@ -1,7 +1,8 @@
 """Gradient-flow diagnostics on logged steps, and the run's history in one ``.npz`` file.
 
-Layer tags count weight matrices from the input, ``layer_01`` … ``layer_LL`` (LL: the output
-head).  For layer l on a recorded minibatch step (pure numpy, norms accumulated in float64):
+Layer tags count weight matrices from the input: ``layer_01`` … for the hidden layers and
+``output`` for the last (the head), so that ``layer_04`` always means a hidden layer, whatever
+the depth.  For layer l on a recorded minibatch step (pure numpy, norms accumulated in float64):
 
     grad_norm       ‖∂L/∂Wˡ‖_F                    bias_grad_norm  ‖∂L/∂bˡ‖₂
     act_mean        mean of aˡ                    act_std         std of aˡ  (over batch × units)
@@ -10,7 +11,7 @@ head).  For layer l on a recorded minibatch step (pure numpy, norms accumulated 
     dead            fraction of units with f′(zˡ) = 0 on every example of the batch
 
 saturation and dead exist for hidden layers only: the output head (softmax, sigmoid, identity)
-is not an elementwise Activation with a sup f′, so those keys are skipped for layer LL.
+is not an elementwise Activation with a sup f′, so those keys are skipped for ``output``.
 
 Profiles (``record_profiles``, once at the end): per hidden layer l = 1 … L − 1, at the first
 and the last recorded step, ``profile/grad_norm_{init,final}`` (‖∂L/∂Wˡ‖_F),
@@ -30,7 +31,7 @@ import numpy as np
 
 from bpcore import Callback, EpochReport, StepReport
 from bpcore.activations import Array
-from experiments.diagnostics.history import FloatArray, History, IntArray
+from experiments.diagnostics.history import OUTPUT_TAG, FloatArray, History, IntArray
 
 Sink = Callable[[int, dict[str, float]], None]
 
@@ -43,15 +44,18 @@ PROFILE_FAMILIES = ("grad_norm", "delta_norm", "act_var")  # profile/<family>_in
 Profile = dict[str, list[float]]  # family → value per hidden layer, input side first
 
 
-def layer_tag(l: int) -> str:
-    """The metric-key suffix of layer index l (0-based): ``layer_01`` for the first."""
-    return f"layer_{l + 1:02d}"
+def layer_tag(l: int, n_layers: int) -> str:
+    """The metric-key suffix of layer index l (0-based) of ``n_layers``: ``layer_01`` for the
+    first, ``output`` for the last."""
+    return OUTPUT_TAG if l == n_layers - 1 else f"layer_{l + 1:02d}"
 
 
 def metric_keys(n_layers: int) -> list[str]:
     """Keys of ``layer_diagnostics`` for a net of ``n_layers`` weight matrices, in its order."""
-    keys = [f"{f}/{layer_tag(l)}" for f in LAYER_FAMILIES for l in range(n_layers)]
-    return keys + [f"{f}/{layer_tag(l)}" for f in HIDDEN_FAMILIES for l in range(n_layers - 1)]
+    tags = [layer_tag(l, n_layers) for l in range(n_layers)]
+    return [f"{f}/{t}" for f in LAYER_FAMILIES for t in tags] + [
+        f"{f}/{t}" for f in HIDDEN_FAMILIES for t in tags[:-1]
+    ]
 
 
 def norm(x: Array) -> float:
@@ -81,7 +85,7 @@ def layer_diagnostics(report: StepReport) -> dict[str, float]:
     values: dict[str, float] = {}
     with np.errstate(over="ignore", invalid="ignore"):  # an exploding net: inf/NaN values
         for l in range(L):
-            tag, a = layer_tag(l), bp.activations[l]
+            tag, a = layer_tag(l, L), bp.activations[l]
             values[f"grad_norm/{tag}"] = norm(bp.dW[l])
             values[f"bias_grad_norm/{tag}"] = norm(bp.db[l])
             values[f"act_mean/{tag}"] = float(a.mean(dtype=np.float64))
@@ -99,7 +103,7 @@ def hidden_profile(report: StepReport, diagnostics: Mapping[str, float]) -> Prof
     """‖∂L/∂Wˡ‖_F, ‖δˡ‖_F and Var aˡ per hidden layer of one step (``diagnostics``: its
     ``layer_diagnostics``)."""
     hidden = range(report.net.n_layers - 1)
-    tags = [layer_tag(l) for l in hidden]
+    tags = [layer_tag(l, report.net.n_layers) for l in hidden]
     return {
         "grad_norm": [diagnostics[f"grad_norm/{t}"] for t in tags],
         "delta_norm": [norm(report.bp.deltas[l]) for l in hidden],
