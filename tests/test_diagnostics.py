@@ -307,3 +307,29 @@ def test_a_file_of_schema_2_loads_with_the_output_layer_renamed(tmp_path: Path) 
         np.testing.assert_array_equal(raw["grad_norm"][:, 2], [3.0, 6.0])
         assert json.loads(str(raw["meta"]))["schema_version"] == 3
     assert History.load(tmp_path / "new.npz").keys == old.keys
+
+
+def test_summary_over_hidden_units_and_first_over_last_hidden_gradient(
+    data: bpcore.Dataset,
+) -> None:
+    """A relu net [2, 8, 24, 4, 2] with half its 24-unit layer dead: the dead fraction counts
+    units of every hidden layer (12 of 36 at least), the gradient ratio is ‖∂L/∂W¹‖ over
+    ‖∂L/∂W³‖ (the last hidden layer, not the output)."""
+    sizes = [2, 8, 24, 4, 2]
+    net, ref = (bpcore.MLP(sizes, activation="relu", seed=1) for _ in range(2))
+    for m in (net, ref):
+        m.biases[1][:12] = -1e3
+    recorder = DiagnosticsRecorder(every_n_steps=100)
+    run(net, data, recorder, max_steps=1, batch_size=160)  # one full-batch step: init = final
+    recorder.record_summary(1, {"summary/lr": LR})
+    _, bp = ref.loss_and_grads(data.x_train, data.y_train, "cross_entropy")
+    dead = sum(int(np.sum(np.all(bp.zs[l] <= 0, axis=0))) for l in range(3))
+    saturated = sum(int(np.sum(bp.zs[l] <= 0)) for l in range(3)) / 160  # relu′ = 0 there
+    ratio = math.log10(np.linalg.norm(bp.dW[0]) / np.linalg.norm(bp.dW[2]))
+    got = {key: float(recorder.history.series(key)[1][0]) for key in recorder.history.keys}
+    assert got["summary/dead_fraction"] == pytest.approx(dead / 36) and dead >= 12
+    assert got["summary/saturated_fraction"] == pytest.approx(saturated / 36)
+    for when in ("init", "final"):
+        assert got[f"summary/log10_grad_ratio_{when}"] == pytest.approx(ratio, rel=1e-10)
+    assert got["summary/lr"] == LR
+    assert recorder.history.series("summary/lr")[0][0] == 1

@@ -3,6 +3,7 @@ profiles, summary scalars, names, descriptions and tags."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -64,3 +65,25 @@ def test_profiles_are_the_first_and_last_recorded_layer_values(tracked: Any) -> 
             assert over_time[0][0] == 0 and over_time[-1][0] == 10  # 15 steps, every 5
             assert init[l - 1][1] == pytest.approx(over_time[0][1], rel=1e-12)
             assert final[l - 1][1] == pytest.approx(over_time[-1][1], rel=1e-12)
+
+
+def test_summary_scalars_group_under_one_prefix(tracked: Any) -> None:
+    """The run table can sort by summary/*: the test metrics, the lr, the gradient ratio of the
+    logged profile, the fractions."""
+    client, run, _ = tracked
+    metrics = run.data.metrics
+    summary = {key for key in metrics if key.startswith("summary/")}
+    assert summary == {
+        *("summary/log10_grad_ratio_init", "summary/log10_grad_ratio_final"),
+        *("summary/dead_fraction", "summary/saturated_fraction"),
+        *("summary/test_loss", "summary/test_accuracy", "summary/lr"),
+    }
+    assert metrics["summary/test_accuracy"] == metrics["test/accuracy"]
+    assert metrics["summary/test_loss"] == metrics["test/loss"]
+    assert metrics["summary/lr"] == 0.1  # the default SGD lr
+    for when in ("init", "final"):
+        profile = [v for _, v in points(client, run, f"profile/grad_norm_{when}")]
+        ratio = metrics[f"summary/log10_grad_ratio_{when}"]
+        assert ratio == pytest.approx(math.log10(profile[0] / profile[-1]), rel=1e-12)
+    assert metrics["summary/dead_fraction"] == 0.0  # tanh: f′ > 0 everywhere
+    assert 0.0 <= metrics["summary/saturated_fraction"] < 1.0

@@ -24,6 +24,7 @@ EPOCH_METRICS = 7  # train/ and val/ loss and accuracy, progress/epoch, examples
 FULL_GRADIENT_METRICS = 4  # train/full_loss, noise/grad_sq_small, grad_sq_big, B_simple
 THEORY_METRICS = 7  # theory/*, at step 0
 TEST_METRICS = 2  # test/loss, test/accuracy, at the end
+SUMMARY_METRICS = 7  # summary/*: 2 gradient ratios, 2 fractions, test loss and accuracy, lr
 
 
 def memory_bytes(
@@ -50,14 +51,14 @@ def metric_points(
     """The metric points a run of ``steps`` optimizer steps logs at most: the per-layer
     diagnostics and train/batch_loss on every logged step (with the training-set gradient's
     metrics for ``log.full_gradient``), the epoch metrics (a last partial epoch counts), the
-    theory and test metrics, and the profiles (init and final per hidden layer)."""
+    theory, test and summary metrics, and the profiles (init and final per hidden layer)."""
     logged_steps = (steps - 1) // every_n_steps + 1
     per_step = 1 + len(LAYER_FAMILIES) * n_layers + len(HIDDEN_FAMILIES) * (n_layers - 1)
     if full_gradient:
         per_step += FULL_GRADIENT_METRICS + n_layers
     epochs = -(-steps // steps_per_epoch)
     profiles = 2 * len(PROFILE_FAMILIES) * (n_layers - 1)
-    once = THEORY_METRICS + TEST_METRICS + profiles
+    once = THEORY_METRICS + TEST_METRICS + SUMMARY_METRICS + profiles
     return logged_steps * per_step + epochs * EPOCH_METRICS + once
 
 

@@ -107,6 +107,9 @@ def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = Fals
             test = _test_metrics(setup)
             if test:
                 recorder.record("test", result.steps, test)
+            chosen = {"summary/lr": cfg.optim.lr}  # the tuned lr in stage final
+            summary = {f"summary/{key.replace('/', '_')}": v for key, v in test.items()}
+            recorder.record_summary(result.steps, summary | chosen)
             if tracker:
                 tracker.set_tags(_divergence_tags(result.diverged_at_step))
                 with tracker.artifact_folder() as folder:

@@ -20,6 +20,13 @@ mean loss) and ``profile/act_var_{init,final}`` (Var aˡ), recorded with step = 
 them against "step" is the gradient-vs-layer profile.  The output layer is not in the profile
 (its values are the per-layer metrics of the output layer), so profiles of nets of different
 depths line up from the input side.
+
+Summary (``record_summary``, once at the end), scalars to sort and colour runs by:
+``summary/log10_grad_ratio_{init,final}`` = log10(‖∂L/∂W¹‖ / ‖∂L/∂Wᴴ‖), first over last hidden
+layer H (−6: the first layer's gradient is a millionth of the last's; 0 at depth 1), and at
+the last recorded step ``summary/dead_fraction`` (hidden units dead on the whole batch) and
+``summary/saturated_fraction`` (hidden (example, unit) entries saturated), both over all
+hidden units.
 """
 
 from __future__ import annotations
@@ -159,6 +166,8 @@ class DiagnosticsRecorder(Callback):
         self.history = History()
         self._delta_edges = np.logspace(*DELTA_LOG10_RANGE, histogram_bins + 1)
         self._profiles: dict[str, Profile] = {}  # "init": the first recorded step, "final"
+        self._last: dict[str, float] = {}  # the last recorded step's layer_diagnostics
+        self._widths: list[int] = []  # of the hidden layers
 
     def wants_step(self, step: int) -> bool:
         return step % self.every_n_steps == 0
@@ -170,6 +179,7 @@ class DiagnosticsRecorder(Callback):
         profile = hidden_profile(report, diagnostics)
         self._profiles.setdefault("init", profile)
         self._profiles["final"] = profile
+        self._last, self._widths = diagnostics, report.net.layer_sizes[1:-1]
         if not self.histograms:
             return
         bp = report.bp
@@ -205,6 +215,23 @@ class DiagnosticsRecorder(Callback):
                 for when, profile in self._profiles.items()
             }
             self.record("profile", l + 1, values)
+
+    def record_summary(self, step: int, extra: Mapping[str, float]) -> None:
+        """The family "summary" at ``step`` (see the module docstring), with ``extra`` (the
+        caller's summary/… scalars)."""
+        if not self._profiles:
+            return
+        values = {}
+        with np.errstate(divide="ignore", invalid="ignore"):  # a zero or non-finite gradient
+            for when, profile in self._profiles.items():
+                first, last = np.float64(profile["grad_norm"][0]), profile["grad_norm"][-1]
+                values[f"summary/log10_grad_ratio_{when}"] = float(np.log10(first / last))
+        tags = [layer_tag(l, len(self._widths) + 1) for l in range(len(self._widths))]
+        units = np.array(self._widths, dtype=np.float64)
+        for family, key in (("dead", "dead_fraction"), ("saturation", "saturated_fraction")):
+            fractions = np.array([self._last[f"{family}/{t}"] for t in tags])
+            values[f"summary/{key}"] = float(fractions @ units / units.sum())
+        self.record("summary", step, values | dict(extra))
 
     def record(self, family: str, step: int, metrics: Mapping[str, float]) -> None:
         """Add ``metrics`` to the history under ``family`` and send a copy to the sink."""
