@@ -4,6 +4,9 @@ profiles, summary scalars, names, descriptions and tags."""
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,9 +15,13 @@ import pytest
 from mlflow import MlflowClient
 from omegaconf import DictConfig
 
-from experiments.app.train import train
+from experiments.app.setup import build
+from experiments.app.train import Outcome, _resolved_params, train
+from experiments.tracking.provenance import NO_PRESET, preset_description
 from experiments.tracking.run import close_writer
+from experiments.tracking.store import browse_hint
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data.n_samples=200", "train.epochs=3", "model.width=8", "log.every_n_steps=5"]
 DEPTH = 3
 
@@ -28,13 +35,13 @@ def only_run(uri: str, experiment: str = "default") -> Any:
 @pytest.fixture(scope="module")
 def tracked(
     tmp_path_factory: pytest.TempPathFactory, compose_config: Callable[..., DictConfig]
-) -> Iterator[tuple[MlflowClient, Any, Path]]:
+) -> Iterator[tuple[MlflowClient, Any, Outcome]]:
     """One tiny tanh-d3 run, trained in this process into a store of its own."""
     folder = tmp_path_factory.mktemp("store")
     uri = f"sqlite:///{folder}/mlflow.db"
     outcome = train(compose_config([*TINY, f"mlflow.tracking_uri={uri}"]))
     assert outcome.status == "FINISHED", outcome.error
-    yield MlflowClient(uri), only_run(uri), folder
+    yield MlflowClient(uri), only_run(uri), outcome
     close_writer()
 
 
@@ -87,3 +94,82 @@ def test_summary_scalars_group_under_one_prefix(tracked: Any) -> None:
         assert ratio == pytest.approx(math.log10(profile[0] / profile[-1]), rel=1e-12)
     assert metrics["summary/dead_fraction"] == 0.0  # tanh: f′ > 0 everywhere
     assert 0.0 <= metrics["summary/saturated_fraction"] < 1.0
+
+
+def test_standard_source_tags_fill_the_uis_version_and_source_columns(tracked: Any) -> None:
+    _, run, _ = tracked
+    tags = run.data.tags
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    assert tags["mlflow.source.git.commit"] == head.stdout.strip()
+    assert tags["git_dirty"] in ("true", "false") and "git_commit" not in tags
+    assert tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.source.name"]
+
+
+def test_resolved_values_are_logged_instead_of_none(tracked: Any) -> None:
+    """data.noise=None means spirals' default 0.1; data.n_samples=200 was given."""
+    _, run, _ = tracked
+    params = run.data.params
+    assert (params["data.n_samples"], params["data.noise"]) == ("200", "0.1")
+    assert params["optim.effective_lr"] == params["optim.lr"] == "0.1"  # no lr scaling
+
+
+def test_effective_lr_under_linear_scaling_and_a_default_dataset_size(
+    compose_config: Callable[..., DictConfig],
+) -> None:
+    cfg = compose_config(["train.lr_scaling=linear", "train.batch_size=64", "data=moons"])
+    params = _resolved_params(cfg, build(cfg))
+    assert float(params["optim.effective_lr"]) == pytest.approx(0.1 * 64 / 32)
+    assert (params["data.n_samples"], params["data.noise"]) == ("1000", "0.1")  # moons' defaults
+
+
+def test_the_printed_link_opens_the_runs_table(tracked: Any) -> None:
+    """MLflow 3.17 opens in its GenAI mode; workflowType=machine_learning lands on the runs."""
+    _, run, outcome = tracked
+    assert outcome.experiment_id == run.info.experiment_id
+    hint = browse_hint("sqlite:////x/mlflow.db", outcome.experiment_id)
+    runs = f"#/experiments/{run.info.experiment_id}/runs?workflowType=machine_learning"
+    assert (
+        hint
+        == f"mlflow ui --backend-store-uri sqlite:////x/mlflow.db\n  then open http://127.0.0.1:5000/{runs}"
+    )
+    assert browse_hint("http://h:5000/", "7") == (
+        "open http://h:5000/#/experiments/7/runs?workflowType=machine_learning"
+    )
+
+
+def test_a_presets_description_is_its_files_heading_comment() -> None:
+    text = preset_description("batch_size")
+    assert text.startswith("Batch size at a fixed number of examples seen (8 epochs of 600")
+    assert "@package" not in text and "\n" not in text
+    assert preset_description("default") == NO_PRESET
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory: pytest.TempPathFactory) -> tuple[MlflowClient, Any, list[Any], str]:
+    """``-m activation=relu,tanh`` of tiny runs, in a process: (client, parent, children,
+    stdout)."""
+    folder = tmp_path_factory.mktemp("sweep")
+    uri = f"sqlite:///{folder}/mlflow.db"
+    command = [sys.executable, "-m", "experiments.train", "-m", "activation=relu,tanh", *TINY]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    client = MlflowClient(uri)
+    found = client.search_runs([client.get_experiment_by_name("default").experiment_id])
+    (parent,) = [r for r in found if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in found if "mlflow.parentRunId" in r.data.tags]
+    return client, parent, children, done.stdout
+
+
+@pytest.mark.slow
+def test_a_sweep_describes_itself_and_names_runs_by_what_it_varies(swept: Any) -> None:
+    client, parent, children, stdout = swept
+    note = parent.data.tags["mlflow.note.content"]
+    command = "python -m experiments.train -m activation=relu,tanh " + " ".join(TINY)
+    assert note == f"{NO_PRESET}\n\nLaunched with: `{command}`"
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.tags["mlflow.note.content"] == NO_PRESET
+    assert len(parent.data.tags["mlflow.source.git.commit"]) == 40
+    assert {c.info.run_name for c in children} == {"relu · d3-w8-b32-s0", "tanh · d3-w8-b32-s0"}
+    link = f"#/experiments/{parent.info.experiment_id}/runs?workflowType=machine_learning"
+    assert f"then open http://127.0.0.1:5000/{link}" in stdout

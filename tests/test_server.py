@@ -93,7 +93,7 @@ def test_parallel_sweep_arrives_whole_and_logs_no_secret(
     output, _ = job.communicate(timeout=300)
     assert job.returncode == 0, output
     assert secret not in output and "Traceback" not in output
-    assert f"open {uri} in a browser" in output
+    assert f"open {uri}/#/experiments/" in output and "workflowType=machine_learning" in output
     parent = parent_of(output)
     audit = audit_sweep(uri, server.store_uri(state.pg_port), parent, 4)
     assert audit.lost_runs == 0 and audit.not_finished == []

@@ -39,12 +39,19 @@ from experiments.app.setup import ConfigError, build
 from experiments.app.target_check import foreign_targets
 from experiments.comparison import summary
 from experiments.comparison.records import config_keys, record, reported_stage
-from experiments.tracking.provenance import config_hash, git_commit
+from experiments.tracking.provenance import (
+    config_hash,
+    preset_description,
+    source_tags,
+    sweep_description,
+)
 from experiments.tracking.store import (
+    NOTE,
     TrackingError,
     browse_hint,
     child_runs,
     default_tracking_uri,
+    describe_experiment,
     finish_parent_run,
     job_attempts,
     log_text,
@@ -169,7 +176,9 @@ class MlflowSweepCallback(Callback):
             if first.mlflow.resume:
                 print(f"resume: no job of this sweep ran in {first.mlflow.experiment_name!r} yet")
             name = f"{first.preset}-{started}"
-            tags |= {"git_commit": git_commit(), "preset": first.preset}
+            tags |= source_tags() | {"preset": first.preset}
+            tags[NOTE] = sweep_description(first.preset, sys.argv[1:])
+            describe_experiment(uri, experiment_id, preset_description(first.preset))
             parent, finished = start_parent_run(uri, experiment_id, name, tags), {}
             print(f"sweep {name}: {n_jobs} jobs, parent run {parent}")
         swept = swept_keys(jobs.overrides)
@@ -217,7 +226,7 @@ class MlflowSweepCallback(Callback):
             print(f"parent run {sweep.parent_run_id}: cannot be ended: {error}", flush=True)
             return "FAILED"
         print(f"parent run {sweep.parent_run_id}: {status}; browse with:")
-        print(f"  {browse_hint(sweep.tracking_uri)}", flush=True)
+        print(f"  {browse_hint(sweep.tracking_uri, sweep.experiment_id)}", flush=True)
         return status
 
 

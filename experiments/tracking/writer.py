@@ -11,7 +11,8 @@ runs of that process (a sweep's jobs) reuse it.  It imports MLflow (≈ 2 s) whi
 starts.  Requests arrive on stdin, replies leave on the original stdout (fd 1 then points to
 stderr, so nothing MLflow prints can corrupt them):
 
-    ("run", uri, experiment, name, params, tags)  → ("ready", run_id, local artifact folder)
+    ("run", uri, experiment, name, params, tags)  → ("ready", run_id, local artifact folder,
+                                                      experiment id)
     ("keys", key_id, keys)                         the keys of later "metrics" with key_id
     ("metrics", key_id, step, timestamp_ms, values)
     ("tags", {key: value})
@@ -167,7 +168,7 @@ def write_run(request: Message, inbox: Inbox, reply: Connection) -> bool:
         info = client.create_run(experiment_id, run_name=name, tags=tags).info
         run_id = info.run_id
         client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
-        reply.send(("ready", run_id, local_folder(info.artifact_uri, uri)))
+        reply.send(("ready", run_id, local_folder(info.artifact_uri, uri), experiment_id))
         metrics = Metrics(client, run_id, inbox)
         while True:
             message = inbox.get(timeout=LULL_SECONDS if metrics.pending else None)
