@@ -17,6 +17,8 @@ from omegaconf import DictConfig
 
 from experiments.app.setup import build
 from experiments.app.train import Outcome, _resolved_params, train
+from experiments.diagnostics.explosion import exploded_at
+from experiments.diagnostics.history import History
 from experiments.tracking.provenance import NO_PRESET, preset_description
 from experiments.tracking.run import close_writer
 from experiments.tracking.store import browse_hint
@@ -173,3 +175,35 @@ def test_a_sweep_describes_itself_and_names_runs_by_what_it_varies(swept: Any) -
     assert {c.info.run_name for c in children} == {"relu · d3-w8-b32-s0", "tanh · d3-w8-b32-s0"}
     link = f"#/experiments/{parent.info.experiment_id}/runs?workflowType=machine_learning"
     assert f"then open http://127.0.0.1:5000/{link}" in stdout
+
+
+def test_exploded_is_the_first_epoch_above_ten_times_the_initial_val_loss() -> None:
+    """Either epoch loss counts, the earlier one wins; exactly 10× is not above; NaN never
+    counts, an infinite loss does."""
+    h = History()
+    for step, train_loss, val_loss in ((4, 2.0, 7.5), (8, 7.1, math.nan), (12, math.inf, 3.0)):
+        h.add("epoch", step, {"train/loss": train_loss, "val/loss": val_loss})
+    assert exploded_at(h, 0.7) == 4  # val 7.5 > 7
+    assert exploded_at(h, 0.75) == 12  # 7.5 is not above 7.5, 7.1 neither: the inf at 12
+    assert exploded_at(h, 0.2) == 4  # val 7.5 > 2 (train 2.0 is not above)
+    assert exploded_at(History(), 1.0) is None
+
+
+def test_a_finite_blow_up_is_tagged_exploded_with_its_step(
+    tmp_path: Path, compose_config: Callable[..., DictConfig]
+) -> None:
+    """SGD at lr 10: the loss of a tanh net jumps ≈ 40× in the first epoch (4 steps) but
+    stays finite; diverged stays false."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    try:
+        outcome = train(compose_config([*TINY, "optim.lr=10", f"mlflow.tracking_uri={uri}"]))
+    finally:
+        close_writer()
+    assert outcome.status == "FINISHED" and outcome.diverged_at_step is None
+    tags = only_run(uri).data.tags
+    assert (tags["exploded"], tags["exploded_at_step"], tags["diverged"]) == ("true", "4", "false")
+
+
+def test_a_run_that_learns_is_not_exploded(tracked: Any) -> None:
+    _, run, _ = tracked
+    assert run.data.tags["exploded"] == "false" and "exploded_at_step" not in run.data.tags

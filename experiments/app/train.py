@@ -34,6 +34,7 @@ from experiments.app.schema import register_configs
 from experiments.app.setup import ConfigError, Setup, build
 from experiments.app.sweep import SweepInfo
 from experiments.app.target_check import refuse_foreign_targets
+from experiments.diagnostics.explosion import exploded_at, flag_tags
 from experiments.diagnostics.history import HISTORY_FILE
 from experiments.diagnostics.recorder import DiagnosticsRecorder
 from experiments.diagnostics.theory import theory_callbacks
@@ -83,6 +84,7 @@ def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = Fals
     # The writer process needs a core: with tracking on, numpy's BLAS gets one thread (as fast
     # for the suite's small nets; two threads starve the writer and slow training ~2x).
     blas_threads = 1 if tracker else None
+    initial_loss = _initial_val_loss(setup)
     try:
         with tracker or contextlib.nullcontext(), threadpool_limits(blas_threads):
             try:
@@ -113,7 +115,10 @@ def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = Fals
             summary = {f"summary/{key.replace('/', '_')}": v for key, v in test.items()}
             recorder.record_summary(result.steps, summary | chosen)
             if tracker:
-                tracker.set_tags(_divergence_tags(result.diverged_at_step))
+                exploded = exploded_at(recorder.history, initial_loss)
+                tracker.set_tags(
+                    flag_tags("diverged", result.diverged_at_step) | flag_tags("exploded", exploded)
+                )
                 with tracker.artifact_folder() as folder:
                     _write_artifacts(folder, cfg, setup, recorder)
     except Exception as error:  # recorded as a FAILED run by the tracker; the caller decides
@@ -143,9 +148,11 @@ def _test_metrics(setup: Setup) -> dict[str, float]:
     return {"test/loss": loss} | ({} if accuracy is None else {"test/accuracy": accuracy})
 
 
-def _divergence_tags(step: int | None) -> dict[str, str]:
-    tags = {"diverged": str(step is not None).lower()}
-    return tags if step is None else tags | {"diverged_at_step": str(step)}
+def _initial_val_loss(setup: Setup) -> float:
+    """The untrained net's loss on the validation split: what an exploding loss exceeds."""
+    data = setup.data
+    with np.errstate(all="ignore"):
+        return bpcore.evaluate(setup.net, data.x_val, data.y_val, setup.loss)[0]
 
 
 def _tracker(
