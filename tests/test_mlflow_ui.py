@@ -16,9 +16,12 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig
 
 from experiments.app.setup import build
+from experiments.app.sweep import SweepInfo, _draw_figures
 from experiments.app.train import Outcome, _resolved_params, train
 from experiments.diagnostics.explosion import exploded_at
 from experiments.diagnostics.history import History
+from experiments.figures.run_figures import boundary_figure
+from experiments.tracking import run as tracking_run
 from experiments.tracking.provenance import NO_PRESET, preset_description
 from experiments.tracking.run import close_writer
 from experiments.tracking.store import browse_hint
@@ -43,8 +46,15 @@ def tracked(
     uri = f"sqlite:///{folder}/mlflow.db"
     outcome = train(compose_config([*TINY, f"mlflow.tracking_uri={uri}"]))
     assert outcome.status == "FINISHED", outcome.error
+    let_the_writer_finish()
     yield MlflowClient(uri), only_run(uri), outcome
+
+
+def let_the_writer_finish() -> None:
+    """Let this process's writer go and wait until it has drawn the last run's figures."""
+    writer = tracking_run.writer()
     close_writer()
+    writer.process.wait(timeout=300)
 
 
 def points(client: MlflowClient, run: Any, key: str) -> list[tuple[int, float]]:
@@ -177,6 +187,21 @@ def test_a_sweep_describes_itself_and_names_runs_by_what_it_varies(swept: Any) -
     assert f"then open http://127.0.0.1:5000/{link}" in stdout
 
 
+@pytest.mark.slow
+def test_the_parent_gets_the_sweeps_figures_and_summary_metrics(swept: Any) -> None:
+    client, parent, children, stdout = swept
+    assert f"figures: logged to parent run {parent.info.run_id} under figures/" in stdout
+    files = {a.path for a in client.list_artifacts(parent.info.run_id, "figures")}
+    assert {"figures/gradient_flow.png", "figures/loss_curves.png"} <= files
+    assert {"figures/summary.md", "figures/manifest.json"} <= files
+    metrics = parent.data.metrics
+    assert metrics["summary/configs"] == 2
+    for child in children:
+        name = child.data.params["activation.name"]
+        assert metrics[f"summary/{name}/test_accuracy"] == child.data.metrics["test/accuracy"]
+        assert metrics[f"summary/{name}/lr"] == 0.1
+
+
 def test_exploded_is_the_first_epoch_above_ten_times_the_initial_val_loss() -> None:
     """Either epoch loss counts, the earlier one wins; exactly 10× is not above; NaN never
     counts, an infinite loss does."""
@@ -195,15 +220,52 @@ def test_a_finite_blow_up_is_tagged_exploded_with_its_step(
     """SGD at lr 10: the loss of a tanh net jumps ≈ 40× in the first epoch (4 steps) but
     stays finite; diverged stays false."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = [*TINY, "optim.lr=10", "mlflow.run_figures=false", f"mlflow.tracking_uri={uri}"]
     try:
-        outcome = train(compose_config([*TINY, "optim.lr=10", f"mlflow.tracking_uri={uri}"]))
+        outcome = train(compose_config(args))
     finally:
-        close_writer()
+        let_the_writer_finish()
     assert outcome.status == "FINISHED" and outcome.diverged_at_step is None
-    tags = only_run(uri).data.tags
+    run = only_run(uri)
+    tags = run.data.tags
     assert (tags["exploded"], tags["exploded_at_step"], tags["diverged"]) == ("true", "4", "false")
+    files = {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id)}
+    assert "figures" not in files  # mlflow.run_figures=false
 
 
 def test_a_run_that_learns_is_not_exploded(tracked: Any) -> None:
     _, run, _ = tracked
     assert run.data.tags["exploded"] == "false" and "exploded_at_step" not in run.data.tags
+
+
+def test_each_run_gets_its_own_figures(tracked: Any, tmp_path: Path) -> None:
+    """Drawn by the writer after the run ended: the profile, the loss curves and, spirals
+    being 2-D, the decision boundary, as PNGs the UI previews."""
+    from matplotlib.image import imread
+
+    client, run, _ = tracked
+    files = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert files == {f"figures/{name}.png" for name in ("profile", "loss", "boundary")}
+    for name in files:
+        pixels = imread(client.download_artifacts(run.info.run_id, name, str(tmp_path)))
+        width = 240 if name.endswith("boundary.png") else 340  # 2.4 or 3.4 in at 100 dpi
+        assert pixels.shape[1] == width and pixels.std() > 0, name
+    assert "figures_error" not in run.data.tags
+
+
+def test_no_boundary_figure_without_2d_classes() -> None:
+    assert boundary_figure(Path("unread.npz"), {"data.name": "teacher"}) is None
+
+
+def test_sweep_figures_that_fail_say_how_to_draw_them_again(
+    tracked: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No such parent run: the plots command fails; the sweep's end says so and goes on."""
+    client, run, _ = tracked
+    uri = client.tracking_uri
+    info = SweepInfo(uri, run.info.experiment_id, "0" * 32, 1, [], [], {})
+    _draw_figures(info)
+    out = capsys.readouterr().out
+    assert out.startswith("figures: not drawn (")
+    again = f"python -m experiments.plots --sweep {'0' * 32} --tracking-uri {uri}"
+    assert out.endswith(f"draw them with:\n  {again}\n")

@@ -44,6 +44,7 @@ from experiments.tracking.store import TrackingError, browse_hint, default_track
 
 register_configs()
 CONF = str(PROJECT_ROOT / "conf")  # absolute: the console script (module mode) finds it too
+RUN_FIGURES = "experiments.figures.run_figures:draw"  # by name: app imports no figures module
 
 
 @dataclass
@@ -119,6 +120,8 @@ def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = Fals
                 tracker.set_tags(
                     flag_tags("diverged", result.diverged_at_step) | flag_tags("exploded", exploded)
                 )
+                if cfg.mlflow.run_figures:
+                    tracker.draw_after_end(RUN_FIGURES)
                 with tracker.artifact_folder() as folder:
                     _write_artifacts(folder, cfg, setup, recorder)
     except Exception as error:  # recorded as a FAILED run by the tracker; the caller decides

@@ -193,6 +193,12 @@ class RunTracker:
     def set_tags(self, tags: dict[str, str]) -> None:
         self._send(("tags", {k: str(v) for k, v in tags.items()}))
 
+    def draw_after_end(self, target: str) -> None:
+        """Have the writer call ``target`` ("module:function", see
+        ``experiments.tracking.writer``) on the run's files once it has ended FINISHED, and
+        log the figures it writes: off the training path.  Send before ``artifact_folder``."""
+        self._send(("draw", target))
+
     @contextlib.contextmanager
     def artifact_folder(self, wait: float = READY_SECONDS) -> Iterator[Path]:
         """A folder for the run's files.  In a local artifact store it is the run's own

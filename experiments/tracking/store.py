@@ -341,6 +341,15 @@ def log_text(uri: str, run_id: str, text: str, path: str) -> None:
     mlflow_client(uri).log_text(run_id, text, path)
 
 
+def log_metrics(uri: str, run_id: str, metrics: dict[str, float]) -> None:
+    """Log ``metrics`` to the run at step 0 (one call)."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [Metric(k, v, now, 0) for k, v in metrics.items()]
+    mlflow_client(uri).log_batch(run_id, metrics=batch)
+
+
 def set_tags(uri: str, run_id: str, tags: dict[str, str]) -> None:
     """Set the run's ``tags`` (one call)."""
     from mlflow.entities import RunTag
