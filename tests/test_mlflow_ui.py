@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,7 @@ from experiments.figures.run_figures import boundary_figure
 from experiments.tracking import run as tracking_run
 from experiments.tracking.provenance import NO_PRESET, preset_description
 from experiments.tracking.run import close_writer
-from experiments.tracking.store import browse_hint
+from experiments.tracking.store import browse_hint, runs_url
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data.n_samples=200", "train.epochs=3", "model.width=8", "log.every_n_steps=5"]
@@ -269,3 +273,73 @@ def test_sweep_figures_that_fail_say_how_to_draw_them_again(
     assert out.startswith("figures: not drawn (")
     again = f"python -m experiments.plots --sweep {'0' * 32} --tracking-uri {uri}"
     assert out.endswith(f"draw them with:\n  {again}\n")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve(spawn: Any, uri: str) -> str:
+    """``mlflow server`` on the store ``uri`` at a free loopback port (its session is killed by
+    the spawn fixture, background job consumers off); its base URL once /health answers."""
+    port = free_port()
+    mlflow = Path(sys.executable).with_name("mlflow")
+    command = [str(mlflow), "server", "--backend-store-uri", uri, "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--workers", "1"]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    server = spawn(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        assert server.poll() is None, "mlflow server exited"
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=3):
+                return base
+        except OSError:
+            assert time.monotonic() < deadline, "mlflow server did not answer in 180 s"
+            time.sleep(0.5)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
+def test_a_browser_finds_the_runs_table_the_profile_chart_and_the_run_figures(
+    swept: Any, spawn: Any, tmp_path: Path
+) -> None:
+    """A real headless Chromium on a real ``mlflow server``: the printed link shows the runs
+    table; a run's chart view has the profile section; its figures preview as images.
+    Screenshots: SCREENSHOTS (``$BPLAB_SCREENSHOTS`` or this test's folder)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    client, parent, children, _ = swept
+    base = serve(spawn, client.tracking_uri)
+    shots = Path(os.environ.get("BPLAB_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    experiment = parent.info.experiment_id
+    child = children[0]
+    run_page = f"{base}/#/experiments/{experiment}/runs/{child.info.run_id}"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"))
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.set_default_timeout(60_000)
+            page.goto(runs_url(base, experiment))
+            expect(page.get_by_text(parent.info.run_name).first).to_be_visible()
+            page.screenshot(path=shots / "1-runs-table.png")
+
+            page.goto(f"{run_page}/model-metrics")
+            page.get_by_placeholder("Search metric charts").fill("profile/")
+            for chart in ("grad_norm_init", "grad_norm_final", "delta_norm_init", "act_var_final"):
+                expect(page.get_by_text(chart, exact=True).first).to_be_visible()
+            page.screenshot(path=shots / "2-run-profile-charts.png")
+
+            page.goto(f"{run_page}/artifacts")
+            page.get_by_text("figures", exact=True).first.click()
+            page.get_by_text("profile.png", exact=True).first.click()
+            expect(page.get_by_text("figures/profile.png", exact=True)).to_be_visible()
+            expect(page.locator("img[src^='blob:']").first).to_be_visible()  # the PNG itself
+            page.screenshot(path=shots / "3-run-profile-figure.png")
+        finally:
+            browser.close()
+    print(f"screenshots: {shots}")
