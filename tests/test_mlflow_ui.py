@@ -343,3 +343,19 @@ def test_a_browser_finds_the_runs_table_the_profile_chart_and_the_run_figures(
         finally:
             browser.close()
     print(f"screenshots: {shots}")
+
+
+@pytest.mark.slow
+def test_a_run_on_a_tracking_server_gets_its_figures_too(
+    spawn: Any, tmp_path: Path, compose_config: Callable[..., DictConfig]
+) -> None:
+    """Artifacts go through the server: the writer draws from the uploaded folder it kept."""
+    base = serve(spawn, f"sqlite:///{tmp_path}/mlflow.db")
+    try:
+        outcome = train(compose_config([*TINY, f"mlflow.tracking_uri={base}"]))
+    finally:
+        let_the_writer_finish()
+    assert outcome.status == "FINISHED", outcome.error
+    run = only_run(base)
+    files = {a.path for a in MlflowClient(base).list_artifacts(run.info.run_id, "figures")}
+    assert files == {f"figures/{name}.png" for name in ("profile", "loss", "boundary")}

@@ -53,6 +53,7 @@ NOT_IN_SWEEP = {  # what the end-to-end sweep below cannot show, and why
 }
 SWEEP_FIGURES = [name for name in FIGURES if name not in NOT_IN_SWEEP]
 TINY = ["data.n_samples=200", "train.epochs=3", "model.width=8", "log.every_n_steps=5"]
+TINY += ["mlflow.run_figures=false", "mlflow.sweep_figures=false"]  # drawn in test_mlflow_ui
 
 
 def run_info(name: str, diverged_at: int | None = None, **params: str) -> RunInfo:

@@ -26,6 +26,7 @@ from experiments.tracking.store import child_runs
 pytestmark = pytest.mark.slow
 Spawn = Callable[..., "subprocess.Popen[str]"]  # the spawn fixture (conftest.py)
 TINY = ["data.n_samples=200", "train.epochs=3", "model.width=8", "log.every_n_steps=5"]
+TINY += ["mlflow.run_figures=false", "mlflow.sweep_figures=false"]  # drawn in test_mlflow_ui
 
 
 @pytest.fixture(scope="module")

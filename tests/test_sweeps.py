@@ -29,6 +29,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 Spawn = Callable[..., "subprocess.Popen[str]"]  # the spawn fixture (conftest.py)
 TINY = ["data.n_samples=200", "train.epochs=3", "model.width=8", "log.every_n_steps=5"]
+TINY += ["mlflow.run_figures=false", "mlflow.sweep_figures=false"]  # drawn in test_mlflow_ui
 ENDLESS = [  # a run that trains until it is stopped: above the size limit, meant
     *("data.n_samples=200", "train.epochs=100000", "model.width=8", "log.every_n_steps=5"),
     "allow_large=true",
