@@ -218,7 +218,7 @@ def write_run(request: Message, inbox: Inbox, reply: Connection) -> bool:
             elif kind == "artifacts":
                 metrics.write(everything=True)
                 client.log_artifacts(run_id, args[0])
-                if folder is None:  # kept for the figures (a store of a server)
+                if drawing and folder is None:  # a server's store: kept for the figures
                     uploaded = folder = args[0]
                 else:
                     shutil.rmtree(args[0], ignore_errors=True)
