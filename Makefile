@@ -19,7 +19,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadgroup  # two workers: most tests wait on processes they start
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
