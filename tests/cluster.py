@@ -22,7 +22,8 @@ import pytest
 
 # the daemons live in sbin, which a normal user's PATH often lacks
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
-SLURM_PROGRAMS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo")
+SLURM_DAEMONS = ("munged", "slurmctld", "slurmd")
+SLURM_CLIENTS = ("sbatch", "squeue", "scancel", "scontrol", "sinfo")
 STARTUP_S = 60  # generous: a busy 2-core machine
 
 
@@ -103,6 +104,13 @@ class SlurmCluster:
     def job_ids(self) -> list[str]:
         return self.run("squeue", "--noheader", "--format=%i").stdout.split()
 
+    def finished_jobs(self) -> list[dict[str, str]]:
+        """Once the queue is empty, the jobs slurmctld still remembers (for 300 s after they
+        end), each as the ``Key=value`` fields of ``scontrol show job``."""
+        wait_for(lambda: not self.job_ids(), "empty Slurm queue", [])
+        shown = self.run("scontrol", "show", "job", "--oneliner").stdout.splitlines()
+        return [dict(f.split("=", 1) for f in job.split() if "=" in f) for job in shown]
+
     def cancel_all_jobs(self) -> None:
         """scancel every job, then wait (bounded) until none is left in the queue."""
         deadline = time.monotonic() + 30
@@ -168,7 +176,7 @@ def slurm_cluster(folder: Path) -> Iterator[SlurmCluster]:
     """Start munged (a fresh key, its socket in ``folder``), slurmctld and slurmd, each in a
     session of its own; yield once the node is idle.  On the way out, however the block
     ends: cancel every job, stop the daemons' groups, kill what is left of the jobs."""
-    missing = [name for name in SLURM_PROGRAMS if slurm_program(name) is None]
+    missing = [name for name in SLURM_DAEMONS + SLURM_CLIENTS if slurm_program(name) is None]
     require(not missing, f"needs Slurm and MUNGE (apt-get install slurm-wlm munge): no {missing}")
     cluster = SlurmCluster(folder)
     for sub in ("state", "spool"):
@@ -192,11 +200,12 @@ def slurm_cluster(folder: Path) -> Iterator[SlurmCluster]:
                 )
             )
 
+    up = False
     try:
         start(
             "munged",
             "--foreground",
-            "--force",  # as root (CI)
+            "--force",  # else it refuses a socket in a private (0700) folder such as pytest's
             f"--key-file={key}",
             f"--socket={cluster.munge_socket}",
             f"--pid-file={folder / 'munged.pid'}",
@@ -206,9 +215,10 @@ def slurm_cluster(folder: Path) -> Iterator[SlurmCluster]:
         start("slurmctld", "-D")
         start("slurmd", "-D", "-N", "localhost")
         wait_for(cluster.node_is_idle, "idle Slurm node", daemons)
+        up = True
         yield cluster
     finally:
-        if len(daemons) == 3:
+        if up:  # else there is no job, and no controller to ask
             cluster.cancel_all_jobs()
         for daemon in reversed(daemons):
             stop_group(daemon)

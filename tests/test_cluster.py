@@ -5,7 +5,6 @@ layout and the same metrics.  CI installs Slurm, MUNGE and the ``ray`` extra (.c
 from __future__ import annotations
 
 import importlib.util
-import re
 from pathlib import Path
 
 import pytest
@@ -53,11 +52,13 @@ def test_slurm_launcher_on_a_one_node_cluster(
         monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
         done = run_train(tmp_path, *SWEEP, "hydra/launcher=slurm", *SLURM_TEST_OVERRIDES)
         assert done.returncode == 0, done.stderr + cluster.log("slurmctld")
-        # the two jobs were the two tasks of one Slurm job array, and both exited 0
-        completed = re.findall(
-            r"_job_complete: JobId=(\d+)_(\d)\(\d+\) WEXITSTATUS 0", cluster.log("slurmctld")
-        )
-    assert len({job for job, _ in completed}) == 1 and sorted(t for _, t in completed) == ["0", "1"]
+        jobs = cluster.finished_jobs()
+    # the sweep's jobs were the two tasks of one Slurm job array, and both exited 0
+    assert len({job["ArrayJobId"] for job in jobs}) == 1
+    assert sorted((j["ArrayTaskId"], j["JobState"], j["ExitCode"]) for j in jobs) == [
+        ("0", "COMPLETED", "0:0"),
+        ("1", "COMPLETED", "0:0"),
+    ]
     assert sweep_outcome(tmp_path) == basic_outcome
 
 
