@@ -129,14 +129,20 @@ class SlurmCluster:
                     os.kill(pid, signal.SIGKILL)
 
 
+def ctld_local() -> bool:
+    """Whether slurmctld may bind to its host name's address alone (NoCtldInAddrAny): when that
+    is a loopback address (it is here); else it listens on every address, as by default."""
+    try:
+        return socket.gethostbyname(socket.gethostname()).startswith("127.")
+    except OSError:  # a host name that does not resolve
+        return False
+
+
 def slurm_conf(cluster: SlurmCluster) -> str:
     """One node ``localhost`` with 2 CPUs and 2 GB in a default partition ``debug``; no
     accounting database (so ``sacct`` fails and submitit waits for its result files)."""
     folder = cluster.folder
     user = pwd.getpwuid(os.getuid()).pw_name
-    # slurmctld binds to its host name's address only when asked; bind it there when that
-    # address is a loopback one (it is here), else it listens on every address
-    ctld_local = socket.gethostbyname(socket.gethostname()).startswith("127.")
     return "\n".join(
         [
             "ClusterName=bplab-test",
@@ -148,7 +154,7 @@ def slurm_conf(cluster: SlurmCluster) -> str:
             "AuthType=auth/munge",
             "CredType=cred/munge",
             f"AuthInfo=socket={cluster.munge_socket}",
-            "CommunicationParameters=NoInAddrAny" + (",NoCtldInAddrAny" if ctld_local else ""),
+            "CommunicationParameters=NoInAddrAny" + (",NoCtldInAddrAny" if ctld_local() else ""),
             f"StateSaveLocation={folder / 'state'}",
             f"SlurmdSpoolDir={folder / 'spool'}",
             f"SlurmctldPidFile={folder / 'slurmctld.pid'}",
