@@ -11,7 +11,8 @@ import pytest
 from cluster import ray_head, require, slurm_cluster
 from test_sweeps import TINY, metric_histories, run_train, sweep_children
 
-pytestmark = pytest.mark.slow
+# one worker runs the module, so the basic launcher's reference sweep runs once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cluster")]
 SWEEP = ["-m", "seed=3", "activation=relu,tanh", *TINY]
 # the preset asks 2 CPUs and 4 GB per job: this node has 2 CPUs and 2 GB, so both jobs fit at once
 SLURM_TEST_OVERRIDES = ["hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
