@@ -129,6 +129,16 @@ def test_a_norm_at_init_gives_mean_0_and_variance_1(norm: str, axis: int) -> Non
         np.testing.assert_allclose(y.var(axis=axis), 1.0, atol=1e-6)
 
 
+def test_batchnorm_cancels_the_hidden_biases() -> None:
+    """z − μ removes any per-unit constant, so ∂L/∂bˡ = Σ_batch δˡ = 0 on every hidden layer
+    (round-off: 1e-15 of the weight gradient); the output layer's bias is not normalized."""
+    net = bpcore.MLP([3, 8, 8, 3], seed=0, norm="batch", bias_init=0.5)
+    _, bp = net.loss_and_grads(*batch("softmax", 16), "cross_entropy")
+    for l in range(2):
+        assert np.abs(bp.db[l]).max() <= 1e-15 * np.abs(bp.dW[l]).max()
+    assert np.abs(bp.db[-1]).max() > 1e-3
+
+
 def test_running_statistics_converge_to_the_data_statistics() -> None:
     """Training passes on batches of 64 from one distribution, parameters fixed: the running
     mean and variance of the first layer reach z⁰'s mean and variance over the whole data set.
