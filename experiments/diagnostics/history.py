@@ -16,6 +16,8 @@ IntArray = NDArray[np.int64]
 
 SCHEMA_VERSION = 2  # 2: histogram edges per recorded step
 HISTORY_FILE = "history.npz"  # the run artifact holding a History
+# MLP attributes a run's model.npz holds beside W0, b0, …: "gammas0", "running_vars2", …
+NORM_ARRAYS = ("gammas", "betas", "running_means", "running_vars")
 
 
 class History:
