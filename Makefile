@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-ray
 
 .PHONY: run test bench gallery server server-stop
 
@@ -16,11 +17,16 @@ run: $(STAMP)
 	$(BIN)/python -m experiments.train -m experiment=quickstart mlflow.sweep_figures=false
 	$(BIN)/python -m experiments.plots --experiment quickstart --formats png
 
-test: $(STAMP)
+# the Ray launcher's test needs the `ray` extra (large: `make run` does without it)
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,ray]'
+	touch $(TEST_STAMP)
+
+test: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadgroup  # two workers: most tests wait on processes they start
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'

@@ -3,6 +3,7 @@
 >>> import bpcore
 >>> net = bpcore.MLP([2, 16, 16, 2], activation="tanh", output="softmax")
 >>> loss, bp = net.loss_and_grads(x, y, "cross_entropy")   # bp.dW[l] = ∂L/∂Wˡ
+>>> deep = bpcore.MLP([2, *[16] * 30, 2], norm="batch", residual=True)   # the remedies
 """
 
 from bpcore.activations import ACTIVATIONS, Activation, get_activation
@@ -11,6 +12,7 @@ from bpcore.gradcheck import gradcheck
 from bpcore.inits import BIAS_INITS, INITIALIZERS, get_bias_init, get_initializer
 from bpcore.losses import HEADS, LOSSES
 from bpcore.mlp import MLP, Backprop
+from bpcore.norms import NORMS
 from bpcore.optim import LR_SCALING, OPTIMIZERS, get_optimizer, scaled_lr
 from bpcore.training import Callback, EpochReport, FitResult, StepReport, evaluate, fit
 
@@ -23,6 +25,7 @@ __all__ = [
     "LOSSES",
     "LR_SCALING",
     "MLP",
+    "NORMS",
     "OPTIMIZERS",
     "Activation",
     "Backprop",

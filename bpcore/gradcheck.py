@@ -6,7 +6,7 @@ fourth-order central stencil
     ∂L/∂θ ≈ (L(θ−2h) − 8L(θ−h) + 8L(θ+h) − L(θ+2h)) / 12h,
 
 whose truncation error is O(h⁴), so float64 round-off (≈1e-16·L/h) dominates.  A stencil must
-stay on one smooth piece of the loss: if any hidden pre-activation would cross a kink of its
+stay on one smooth piece of the loss: if any hidden activation's input would cross a kink of its
 activation (relu at 0, hard_tanh at ±1, …), h is shrunk tenfold until none does.  The error of an
 entry is |analytic − numeric| / max(|analytic|, |numeric|, floor): relative for gradient entries
 above ``floor`` (1e-5), measured against ``floor`` for smaller ones, whose relative error would
@@ -44,7 +44,7 @@ def gradcheck(
     """
     _, bp = net.loss_and_grads(x, y, loss)
     params, analytic = net.params, bp.grads
-    sides = _kink_sides(net, bp.zs)
+    sides = _kink_sides(net, bp.ys)
     offsets = np.cumsum([0] + [p.size for p in params])
     checked = np.arange(offsets[-1])
     if checked.size > max_checks:
@@ -61,9 +61,10 @@ def gradcheck(
     return worst
 
 
-def _kink_sides(net: MLP, zs: list[NDArray[Any]]) -> list[NDArray[Any]]:
-    """For every hidden unit and example, which smooth piece of its activation z lies on."""
-    return [np.searchsorted(f.kinks, z) for f, z in zip(net.hidden_activations, zs, strict=False)]
+def _kink_sides(net: MLP, ys: list[NDArray[Any]]) -> list[NDArray[Any]]:
+    """For every hidden unit and example, which smooth piece of its activation its input yˡ
+    (zˡ, or the normalized zˡ) lies on."""
+    return [np.searchsorted(f.kinks, y) for f, y in zip(net.hidden_activations, ys, strict=False)]
 
 
 def _finite_difference(
@@ -85,7 +86,7 @@ def _finite_difference(
                 param[index] = original + offset * h
                 value, bp = net.loss_and_grads(x, y, loss)
                 total += weight * value
-                same_piece &= all(map(np.array_equal, _kink_sides(net, bp.zs), sides))
+                same_piece &= all(map(np.array_equal, _kink_sides(net, bp.ys), sides))
             if same_piece or h < SMALLEST_H:
                 return total / (12 * h)
             h /= 10

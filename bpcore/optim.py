@@ -1,8 +1,16 @@
-"""Optimizers and the learning-rate scaling rule with batch size.
+"""Optimizers, gradient clipping and the learning-rate scaling rule with batch size.
 
 ``step(params, grads)`` updates the parameters in place and returns the updates ΔW it applied,
 arrays the caller keeps.  The training loop calls ``step_in_place`` instead, which returns the
 optimizer's own update buffers (overwritten by the next step: no allocation per step).
+
+Clipping (every optimizer; Pascanu et al. 2013), before the update uses the gradient g:
+
+    by value   gᵢ ← min(max(gᵢ, −clip_value), clip_value)           (each component)
+    by norm    g ← g · min(1, clip_norm / ‖g‖)                       (‖g‖ over all parameters)
+
+by value first, so both bounds hold when both are set; SGD's update then has ‖ΔW‖ ≤ lr·clip_norm.
+A step is *clipped* if either changed g; ``clipped_fraction`` counts them.
 """
 
 from __future__ import annotations
@@ -35,16 +43,39 @@ def scaled_lr(
     return {"none": lr, "linear": lr * ratio, "sqrt": lr * math.sqrt(ratio)}[rule]
 
 
+def global_norm(arrays: list[Array]) -> float:
+    """‖g‖ = √(Σ gᵢ²) over every entry of every array, summed in float64."""
+    return math.sqrt(sum(float(np.vdot(g, g)) for g in arrays))
+
+
 class Optimizer:
-    """Base class: holds the learning rate and one update buffer per parameter."""
+    """Base class: holds the learning rate, the clipping thresholds (None: off) and one update
+    buffer per parameter."""
 
     name: ClassVar[str]
 
-    def __init__(self, lr: float) -> None:
+    def __init__(
+        self, lr: float, clip_norm: float | None = None, clip_value: float | None = None
+    ) -> None:
         if not lr > 0 or not math.isfinite(lr):
             raise ValueError(f"lr: must be a positive finite number, got {lr}")
+        for key, limit in (("clip_norm", clip_norm), ("clip_value", clip_value)):
+            if limit is not None and not (limit > 0 and math.isfinite(limit)):
+                raise ValueError(f"{key}: must be a positive finite number or None, got {limit}")
         self.lr = lr
+        self.clip_norm, self.clip_value = clip_norm, clip_value
+        self.steps = self.clipped_steps = 0
         self._updates: list[Array] = []
+        self._clipped: list[Array] = []
+
+    @property
+    def clipping(self) -> bool:
+        return self.clip_norm is not None or self.clip_value is not None
+
+    @property
+    def clipped_fraction(self) -> float | None:
+        """The fraction of steps so far whose gradient was clipped (None: clipping is off)."""
+        return self.clipped_steps / max(self.steps, 1) if self.clipping else None
 
     def _buffers(self, params: list[Array]) -> list[Array]:
         """Zero-initialised arrays shaped like ``params``, made on first use."""
@@ -59,10 +90,31 @@ class Optimizer:
         """``step``, returning the optimizer's update buffers: the next step overwrites them."""
         if not self._updates:
             self._updates = self._buffers(params)
+        self.steps += 1
+        grads = self._clip(grads) if self.clipping else grads
         for i, (p, g, update) in enumerate(zip(params, grads, self._updates, strict=True)):
             self._update(i, g, update)
             p += update
         return self._updates
+
+    def _clip(self, grads: list[Array]) -> list[Array]:
+        """The clipped gradient (the optimizer's buffers; ``grads`` is left as it is)."""
+        if not self._clipped:
+            self._clipped = self._buffers(grads)
+        clipped = self._clipped
+        for g, c in zip(grads, clipped, strict=True):
+            np.copyto(c, g)
+        was_clipped = False
+        if self.clip_value is not None:
+            was_clipped = any(np.abs(g).max() > self.clip_value for g in grads)
+            for c in clipped:
+                np.clip(c, -self.clip_value, self.clip_value, out=c)  # each gᵢ in [−v, v]
+        if self.clip_norm is not None and (norm := global_norm(clipped)) > self.clip_norm:
+            was_clipped = True
+            for c in clipped:
+                c *= self.clip_norm / norm  # g ← g · clip_norm / ‖g‖
+        self.clipped_steps += was_clipped
+        return clipped
 
     def _update(self, i: int, grad: Array, out: Array) -> None:
         """Write parameter i's update ΔW into ``out``."""
@@ -83,8 +135,10 @@ class Momentum(Optimizer):
 
     name = "momentum"
 
-    def __init__(self, lr: float, momentum: float = 0.9, nesterov: bool = False) -> None:
-        super().__init__(lr)
+    def __init__(
+        self, lr: float, momentum: float = 0.9, nesterov: bool = False, **clip: float | None
+    ) -> None:
+        super().__init__(lr, **clip)
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum: must be in [0, 1), got {momentum}")
         self.momentum = momentum
@@ -114,9 +168,14 @@ class Adam(Optimizer):
     name = "adam"
 
     def __init__(
-        self, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
+        self,
+        lr: float,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        **clip: float | None,
     ) -> None:
-        super().__init__(lr)
+        super().__init__(lr, **clip)
         for key, beta in (("beta1", beta1), ("beta2", beta2)):
             if not 0 <= beta < 1:
                 raise ValueError(f"{key}: must be in [0, 1), got {beta}")
@@ -148,8 +207,9 @@ class Adam(Optimizer):
 OPTIMIZERS: dict[str, type[Optimizer]] = {c.name: c for c in (SGD, Momentum, Adam)}
 
 
-def get_optimizer(name: str, lr: float, **params: float | bool) -> Optimizer:
-    """The optimizer called ``name`` (sgd, momentum, adam) with learning rate ``lr``."""
+def get_optimizer(name: str, lr: float, **params: float | bool | None) -> Optimizer:
+    """The optimizer called ``name`` (sgd, momentum, adam) with learning rate ``lr``; every one
+    takes ``clip_norm`` and ``clip_value``."""
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
     try:

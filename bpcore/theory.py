@@ -254,6 +254,45 @@ def critical_sigma_w2(
     return (lo + hi) / 2
 
 
+def residual_second_moments(
+    activation: str | Activation,
+    sigma_w2: float,
+    sigma_b2: float,
+    residual_scale: float,
+    n_layers: int,
+    p0: float = 1.0,
+    m0: float = 0.0,
+) -> Array:
+    r"""Pre-activation second moments qˡ, l = 1 … ``n_layers``, of a wide net of residual
+    layers aˡ = aˡ⁻¹ + α φ(zˡ), zˡ = aˡ⁻¹Wˡ + bˡ (Yang & Schoenholz 2017), from an input a⁰
+    with second moment ``p0`` and mean ``m0`` per entry.  With pˡ = E[(aˡ)²], mˡ = E[aˡ] and
+    E over z ~ N(0, qˡ) (the zˡ of a unit is independent of that unit's aˡ⁻¹ in the limit):
+
+    .. math:: q^l = \sigma_w^2 p^{l-1} + \sigma_b^2, \qquad
+              p^l = p^{l-1} + \alpha^2 E[\phi(z)^2] + 2\alpha\, m^{l-1} E[\phi(z)], \qquad
+              m^l = m^{l-1} + \alpha E[\phi(z)],
+
+    so qˡ⁺¹ = qˡ + α²σ_w² E[φ(√qˡ z)²] for an odd φ from a zero-mean input: q grows without a
+    fixed point (linearly for bounded φ, geometrically for ReLU), where a plain net's settles.
+    """
+    act = get_activation(activation)
+    _check_variance("sigma_w2", sigma_w2)
+    _check_variance("sigma_b2", sigma_b2)
+    _check_variance("p0", p0)
+    if not (math.isfinite(residual_scale) and residual_scale > 0):
+        raise ValueError(f"residual_scale must be a positive finite number, got {residual_scale!r}")
+    if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
+        raise ValueError(f"n_layers must be a positive integer, got {n_layers!r}")
+    qs = np.empty(n_layers)
+    p, m = p0, m0
+    for l in range(n_layers):
+        qs[l] = q = sigma_w2 * p + sigma_b2  # qˡ = σ_w² pˡ⁻¹ + σ_b²
+        mean_phi = gaussian_expectation(act, q, _kinks(act))  # E[φ(√q z)]
+        p += residual_scale**2 * _mean_sq_value(act, q) + 2 * residual_scale * m * mean_phi
+        m += residual_scale * mean_phi
+    return qs
+
+
 # ------------------------------------------------------------------ measured vs predicted slope
 
 

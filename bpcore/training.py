@@ -21,6 +21,7 @@ from bpcore.activations import Array
 from bpcore.datasets import Dataset
 from bpcore.losses import Loss, as_targets, get_loss
 from bpcore.mlp import MLP, Backprop
+from bpcore.norms import batch_size_problem
 from bpcore.optim import Optimizer
 
 
@@ -33,8 +34,9 @@ class StepReport:
     examples_seen: int  # training examples used before this step
     loss: float  # minibatch loss at the parameters before the update
     bp: Backprop  # the minibatch forward and backward pass
-    updates: list[Array]  # ΔW applied: weights then biases (net.params order)
+    updates: list[Array]  # ΔW applied, in net.params order (weights, biases, γ, β)
     net: MLP  # the net being trained (its parameters change with every later step)
+    clipped_fraction: float | None = None  # of the steps so far (None: no clipping)
 
 
 @dataclass
@@ -87,11 +89,11 @@ def minibatches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[N
 def evaluate(net: MLP, x: Array, y: Array, loss: str) -> tuple[float, float | None]:
     """(loss, accuracy) of ``net`` on a whole set; accuracy is None for regression targets."""
     loss_fn = get_loss(loss, net.head.name)
-    zs, activations = net._forward(net.check_input(x))
-    value = loss_fn.value(zs[-1], activations[-1], as_targets(y, net.layer_sizes[-1], net.dtype))
+    fp = net._forward(net.check_input(x))  # evaluation: BatchNorm's running statistics
+    out = fp.activations[-1]
+    value = loss_fn.value(fp.zs[-1], out, as_targets(y, net.layer_sizes[-1], net.dtype))
     if not (y.ndim == 1 and np.issubdtype(y.dtype, np.integer)):
         return value, None
-    out = activations[-1]
     predicted = (out[:, 0] > 0.5).astype(y.dtype) if out.shape[1] == 1 else out.argmax(axis=1)
     return value, float(np.mean(predicted == y))
 
@@ -111,12 +113,12 @@ def train_step(
     optimizer: Optimizer,
     reuse: Backprop | None = None,
 ) -> StepResult:
-    """Forward, backward and update on one validated minibatch: the training loop's hot path,
-    which reuses arrays (``reuse``: a Backprop this step overwrites; the updates returned are
-    the optimizer's buffers).
+    """Forward, backward, update and BatchNorm's running statistics on one validated
+    minibatch: the training loop's hot path, which reuses arrays (``reuse``: a Backprop this
+    step overwrites; the updates returned are the optimizer's buffers).
 
     Divergence: a non-finite loss or squared gradient norm (‖g‖² overflowing counts) leaves
-    the parameters untouched.
+    the parameters and running statistics untouched.
     """
     with np.errstate(all="ignore"):  # a diverging net overflows; caught just below
         loss_value, bp = net._loss_and_grads(x, targets, loss_fn, reuse)
@@ -125,7 +127,21 @@ def train_step(
     if not finite:
         return StepResult(loss_value, bp, [], diverged=True)
     updates = optimizer.step_in_place(net.params, grads)
+    net.track_running_stats(bp)
     return StepResult(loss_value, bp, updates, diverged=False)
+
+
+def check_batch_size(net: MLP, n: int, batch_size: int) -> None:
+    """A ValueError unless minibatches of ``batch_size`` from ``n`` examples can train ``net``:
+    1 ≤ batch_size ≤ n, and with BatchNorm no batch of 1 (the last one holds the remainder)."""
+    if not 1 <= batch_size <= n:
+        raise ValueError(
+            f"batch_size: must be in [1, {n}] (the training set size), got {batch_size}"
+        )
+    last = n % batch_size or batch_size  # the last batch of an epoch holds the remainder
+    if problem := batch_size_problem(net.norm, last):
+        remainder = "" if batch_size == 1 else f"{n} examples leave a last batch of 1: "
+        raise ValueError(f"batch_size: {remainder}{problem}")
 
 
 def fit(
@@ -148,10 +164,7 @@ def fit(
     """
     n = len(data.x_train)
     batch_size = n if batch_size is None else batch_size
-    if not 1 <= batch_size <= n:
-        raise ValueError(
-            f"batch_size: must be in [1, {n}] (the training set size), got {batch_size}"
-        )
+    check_batch_size(net, n, batch_size)
     if epochs < 1 or (max_steps is not None and max_steps < 1):
         raise ValueError(f"epochs and max_steps must be ≥ 1, got {epochs}, {max_steps}")
     loss_fn = get_loss(loss, net.head.name)
@@ -177,7 +190,10 @@ def fit(
             bp = result.bp  # the next step writes into these arrays …
             if wanting := [cb for cb in callbacks if cb.wants_step(step)]:
                 updates = [u.copy() for u in result.updates]
-                report = StepReport(step, epoch, examples_seen, result.loss, bp, updates, net)
+                clipped = optimizer.clipped_fraction
+                report = StepReport(
+                    step, epoch, examples_seen, result.loss, bp, updates, net, clipped
+                )
                 for cb in wanting:
                     cb.on_step(report)
                 bp = None  # … unless callbacks got them: theirs to keep

@@ -8,6 +8,7 @@ import tracemalloc
 import typing
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
@@ -22,6 +23,7 @@ from experiments.app.target_check import foreign_targets
 from experiments.diagnostics.recorder import DiagnosticsRecorder
 from experiments.tracking.provenance import config_hash, flat_params, run_name
 
+REMEDIES = ["model.norm=batch", "model.residual=true", "optim.clip_norm=1"]
 PRESETS = sorted(
     p.stem for p in (Path(__file__).resolve().parents[1] / "conf/experiment").glob("*.yaml")
 )
@@ -152,6 +154,26 @@ BAD = [
     (["++train.epoch=3"], "train.epoch=3: no such key; did you mean train.epochs"),
     (["+zzz=1"], r"zzz=1: no such key \(top-level keys: activation, init, data,"),
     (["+log.every_n_steps_x=1"], "log.every_n_steps_x=1: no such key; did you mean"),
+    # the remedies
+    (["model.norm=group"], "model.norm='group': one of none, batch, layer"),
+    (["model.residual_scale=0"], "model.residual_scale=0.0: a positive number"),
+    (["model.norm_eps=-1e-5"], "model.norm_eps=-1e-05: a positive number"),
+    (["model.norm_momentum=0"], r"model.norm_momentum=0.0: a number in \(0, 1\]"),
+    (["model.norm_momentum=1.5"], r"model.norm_momentum=1.5: a number in \(0, 1\]"),
+    (["optim.clip_norm=0"], r"optim.clip_norm=0.0: a positive number, or null \(no clipping\)"),
+    (["optim.clip_value=-1"], r"optim.clip_value=-1.0: a positive number, or null \(no clipping\)"),
+    (
+        ["model.residual=true", "model.depth=1"],
+        r"model.residual=True: no hidden layer has as many units as inputs in \[2, 32, 2\]",
+    ),
+    (
+        ["model.norm=batch", "train.batch_size=1"],
+        "train.batch_size=1: BatchNorm trains on batches of ≥ 2 examples",
+    ),
+    (
+        ["model.norm=batch", "train.batch_size=599"],
+        "train.batch_size=599: 600 examples leave a last batch of 1: BatchNorm trains on",
+    ),
 ]
 
 
@@ -175,6 +197,8 @@ def float_keys() -> list[str]:
 def test_the_float_keys_are_the_ones_expected() -> None:
     expected = ["activation.alpha", "init.gain", "init.std", "init.limit", "init.bias_std"]
     expected += ["data.noise", "data.val_fraction", "data.test_fraction", "optim.lr"]
+    expected += ["model.residual_scale", "model.norm_eps", "model.norm_momentum"]
+    expected += ["optim.clip_norm", "optim.clip_value"]
     assert sorted(float_keys()) == sorted([*expected, "optim.momentum"])
 
 
@@ -413,6 +437,8 @@ MEASURED = [
     ["model.width=16", "data.n_samples=100000", "train.batch_size=full"],  # data
     # the training-set gradient beside a minibatch step's arrays
     ["data.n_samples=20000", "model.width=128", "log.full_gradient=true", "log.every_n_steps=200"],
+    # the remedies' arrays: x̂ˡ, yˡ, hˡ beside zˡ and aˡ
+    ["model.width=64", "model.depth=20", "data.n_samples=5000", *REMEDIES],
 ]
 
 
@@ -444,6 +470,14 @@ def test_the_memory_estimate_is_within_a_factor_of_the_measured_peak(
         ["data.n_samples=200", "train.max_steps=7", "log.every_n_steps=3"],  # inside epoch 2
         ["model.depth=6", "data.n_samples=300", "train.epochs=2", "log.full_gradient=true"],
         ["data=digits", "model.depth=2", "train.batch_size=full", "train.epochs=4"],
+        [  # the remedies' metrics
+            "model.norm=batch",
+            "model.residual=true",
+            "optim.clip_norm=1",
+            "data.n_samples=200",
+            "train.epochs=2",
+            "log.every_n_steps=3",
+        ],
     ],
 )
 def test_the_metric_estimate_is_what_a_run_logs(
@@ -486,3 +520,51 @@ def test_docs_configuration_names_every_key_of_the_schema() -> None:
             if key.name != "name":
                 spans = re.findall(r"`([\w.]+)`", rows[group.name])
                 assert {key.name, f"{group.name}.{key.name}"} & set(spans), (group.name, key.name)
+
+
+def test_the_remedies_train_end_to_end(compose_config, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``python -m experiments.train model.norm=batch model.residual=true optim.clip_norm=1`` at
+    small size: the run finishes and records the remedies' diagnostics — at step 0 BatchNorm's
+    output has mean 0 and variance σ²/(σ² + ε) ≈ 1 over batch × units, the skip layers (not
+    the first, 2 → 32) have a residual branch — and no mean-field theory (it assumes no norm
+    and no skips)."""
+    small = ["data.n_samples=300", "train.epochs=3", "log.every_n_steps=5", "mlflow.enabled=false"]
+    cfg = compose_config([*REMEDIES, *small])
+    families: dict[str, list[dict[str, float]]] = {}
+    record = DiagnosticsRecorder.record
+
+    def kept(self: DiagnosticsRecorder, family: str, step: int, metrics: dict) -> None:
+        families.setdefault(family, []).append(dict(metrics))
+        record(self, family, step, metrics)
+
+    monkeypatch.setattr(DiagnosticsRecorder, "record", kept)
+    outcome = app.train(cfg)
+    assert outcome.status == "FINISHED" and outcome.diverged_at_step is None
+    assert "theory" not in families and "test/accuracy" in families["test"][0]
+    first = families["step"][0]
+    assert first["grad_norm/global"] > 0 and 0 <= first["clip/fraction"] <= 1
+    for layer in ("layer_01", "layer_02", "layer_03"):
+        assert first[f"postnorm_mean/{layer}"] == pytest.approx(0, abs=1e-12)
+        assert first[f"postnorm_var/{layer}"] == pytest.approx(1, abs=1e-3)
+        assert first[f"prenorm_var/{layer}"] > 0
+    assert [k for k in first if k.startswith("residual_var/")] == [
+        "residual_var/layer_02",
+        "residual_var/layer_03",
+    ]
+
+
+def test_a_normalized_net_s_saved_model_evaluates_as_trained(
+    compose_config, tmp_path: Path
+) -> None:
+    """model.npz keeps γ, β and the running statistics; ``load_model`` (decision boundaries)
+    rebuilds the net from it and the run's params, and evaluates exactly as the trained net."""
+    from experiments.figures.boundaries import load_model
+
+    cfg = compose_config([*REMEDIES, "data=moons", "mlflow.enabled=false"])
+    setup = build(cfg)
+    bpcore.fit(setup.net, setup.data, setup.loss, setup.optimizer, 32, max_steps=20)
+    assert not np.allclose(setup.net.running_vars[0], 1.0)
+    app._write_artifacts(tmp_path, cfg, setup, DiagnosticsRecorder(1))
+    loaded = load_model(tmp_path / "model.npz", flat_params(cfg))
+    x = setup.data.x_val
+    np.testing.assert_array_equal(loaded.forward(x), setup.net.forward(x))

@@ -14,9 +14,12 @@ from bpcore.training import minibatches
 from experiments.diagnostics.history import History
 from experiments.diagnostics.recorder import (
     BATCH_LOSS,
+    GLOBAL_GRAD_NORM,
     DiagnosticsRecorder,
     layer_diagnostics,
     metric_keys,
+    remedy_diagnostics,
+    remedy_keys,
 )
 from experiments.figures.common import per_layer_over_time
 
@@ -70,7 +73,9 @@ def test_step_zero_matches_numpy(data: bpcore.Dataset, activation: str, batch_si
     step, got = sent[0]  # then an epoch record when the batch is full
     assert step == 0 and got[BATCH_LOSS] == pytest.approx(loss, rel=1e-12)
     L = len(SIZES) - 1
-    assert set(got) == {BATCH_LOSS, *metric_keys(L)}
+    assert set(got) == {BATCH_LOSS, *metric_keys(L), GLOBAL_GRAD_NORM}
+    all_grads = np.concatenate([g.ravel() for g in (*bp.dW, *bp.db)])
+    assert got[GLOBAL_GRAD_NORM] == pytest.approx(np.linalg.norm(all_grads), rel=1e-10)
     for l in range(L):
         t = f"layer_{l + 1:02d}" if l < L - 1 else "output"
         g, a = bp.dW[l], bp.activations[l]
@@ -160,7 +165,7 @@ def test_history_round_trip_with_nan_and_histograms(data: bpcore.Dataset, tmp_pa
     net = bpcore.MLP(SIZES, activation="relu")
     run(net, data, recorder, batch_size=40, epochs=2)  # steps 0..7, recorded 0, 2, 4, 6
     h = recorder.history
-    step_keys = [BATCH_LOSS, *metric_keys(4)]
+    step_keys = [BATCH_LOSS, *metric_keys(4), GLOBAL_GRAD_NORM]
     diverging = {key: float(h.series(key)[1][-1]) for key in step_keys}
     diverging |= {
         BATCH_LOSS: math.nan,
@@ -333,3 +338,38 @@ def test_summary_over_hidden_units_and_first_over_last_hidden_gradient(
         assert got[f"summary/log10_grad_ratio_{when}"] == pytest.approx(ratio, rel=1e-10)
     assert got["summary/lr"] == LR
     assert recorder.history.series("summary/lr")[0][0] == 1
+
+
+def test_remedy_diagnostics_match_numpy(data: bpcore.Dataset) -> None:
+    """A LayerNorm net with skips (α = 0.5), γ and β away from init, step reported with a
+    clipped fraction: every remedy metric against numpy on the pass's own arrays."""
+    net = bpcore.MLP([2, 6, 6, 2], activation="tanh", norm="layer", residual=True, seed=1)
+    net.residual_scale = 0.5
+    rng = np.random.default_rng(0)
+    for gamma, beta in zip(net.gammas, net.betas, strict=True):
+        gamma[...], beta[...] = rng.uniform(0.5, 2.0, 6), rng.normal(size=6)
+    x = data.x_train[:16]
+    _, bp = net.loss_and_grads(x, data.y_train[:16], "cross_entropy")
+    got = remedy_diagnostics(bpcore.StepReport(0, 0, 0, 0.7, bp, [], net, 0.25))
+    assert list(got) == remedy_keys(net, clipping=True)
+    everything = np.concatenate([g.ravel() for g in (*bp.dW, *bp.db, *bp.dgamma, *bp.dbeta)])
+    assert got["grad_norm/global"] == pytest.approx(np.linalg.norm(everything), rel=1e-12)
+    assert got["clip/fraction"] == 0.25
+    a = x
+    for l in range(2):
+        z = a @ net.weights[l] + net.biases[l]
+        mean, var = z.mean(axis=1, keepdims=True), z.var(axis=1, keepdims=True)
+        y = net.gammas[l] * (z - mean) / np.sqrt(var + 1e-5) + net.betas[l]
+        tag = f"layer_{l + 1:02d}"
+        assert got[f"prenorm_mean/{tag}"] == pytest.approx(z.mean(), rel=1e-12)
+        assert got[f"prenorm_var/{tag}"] == pytest.approx(z.var(), rel=1e-12)
+        assert got[f"postnorm_mean/{tag}"] == pytest.approx(y.mean(), rel=1e-12)
+        assert got[f"postnorm_var/{tag}"] == pytest.approx(y.var(), rel=1e-12)
+        saturated = np.mean(1 - np.tanh(y) ** 2 < 0.05)  # f′ at the activation's input
+        assert layer_diagnostics(bpcore.StepReport(0, 0, 0, 0.7, bp, [], net))[
+            f"saturation/{tag}"
+        ] == pytest.approx(saturated)
+        branch = 0.5 * np.tanh(y)  # α·f(yˡ)
+        a = a + branch if l == 1 else np.tanh(y)  # the first layer, 2 → 6, has no skip
+    assert "residual_var/layer_01" not in got
+    assert got["residual_var/layer_02"] == pytest.approx(np.var(branch), rel=1e-12)

@@ -40,6 +40,9 @@ from experiments.figures import cli as plots_cli
 from experiments.figures.common import CEILING, Data, RunInfo
 from experiments.figures.runs import Selection
 
+# one worker runs the module, so its sweep is trained once under `pytest -n 2 --dist loadgroup`
+pytestmark = pytest.mark.xdist_group("plots_sweep")
+
 FIGURES = [kind.name for kind in registry.FIGURES]
 ALWAYS = [kind.name for kind in registry.FIGURES if kind.can_show(Data([], {}, [], []))]
 NOT_IN_SWEEP = {  # what the end-to-end sweep below cannot show, and why

@@ -7,11 +7,9 @@ import os
 import re
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -699,56 +697,6 @@ def test_console_script_runs_from_any_directory(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("tanh-d3-w8-b32-s0: val/loss")
-
-
-RAY_HEAD = ["start", "--head", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=2"]
-RAY_HEAD += ["--include-dashboard=false", "--disable-usage-stats"]
-
-
-def test_ray_launcher_against_a_local_head(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Needs the ray extra (pip install -e '.[ray]'); CI's `make test` does not install it."""
-    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="needs the ray extra")
-    # head and driver alike: once ~/.ray/auth_token exists (a local ray.init() writes one), a
-    # Ray 2.60 head requires the token, and a driver sends it only with RAY_AUTH_MODE=token
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    # Ray's sessions and its "current cluster" file, in a folder short enough for its sockets
-    ray_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")
-    head = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "ray"),
-            *RAY_HEAD,
-            f"--port={port}",
-            f"--temp-dir={ray_dir}",
-        ],
-        cwd=tmp_path,  # Ray's workers run jobs here: Hydra's job folders land beside ours
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        sweep = ["-m", "seed=3", "activation=relu,tanh", *TINY]
-        (tmp_path / "basic").mkdir()
-        assert run_train(tmp_path / "basic", *sweep).returncode == 0
-        address = f"hydra.launcher.ray.init.address=127.0.0.1:{port}"
-        done = run_train(tmp_path, *sweep, "hydra/launcher=ray_head", address)
-        assert done.returncode == 0, done.stderr
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):  # the head, then what is left of Ray
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(head.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                head.wait(15)
-        shutil.rmtree(ray_dir, ignore_errors=True)
-    parent, children = sweep_children(tmp_path)
-    assert parent.info.status == "FINISHED"
-    assert [c.info.status for c in children] == ["FINISHED", "FINISHED"]
-    basic = sweep_children(tmp_path / "basic")[1]
-    assert {c.info.run_name: metric_histories(tmp_path, c.info.run_id) for c in children} == {
-        c.info.run_name: metric_histories(tmp_path / "basic", c.info.run_id) for c in basic
-    }
 
 
 def test_resume_continues_the_sweep_that_ran_most_of_the_jobs(tmp_path: Path) -> None:

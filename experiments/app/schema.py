@@ -52,6 +52,8 @@ class OptimConf:
     lr: float = 0.1
     momentum: float = 0.9  # momentum only
     nesterov: bool = False  # momentum only
+    clip_norm: float | None = None  # scale the gradient to global norm ≤ clip_norm; null: off
+    clip_value: float | None = None  # clip each gradient component to ±clip_value; null: off
 
 
 @dataclass
@@ -62,6 +64,11 @@ class ModelConf:
     param_budget: int | None = None  # if set: width chosen so every depth has ≈ this many params
     dtype: str = "float64"
     output: str | None = None  # None: softmax (classification) / identity (regression); sigmoid
+    norm: str = "none"  # none | batch | layer: normalize every hidden layer's zˡ before f
+    residual: bool = False  # aˡ = aˡ⁻¹ + residual_scale·f(zˡ) on hidden layers of equal widths
+    residual_scale: float = 1.0  # α, the residual branch's scale
+    norm_eps: float = 1e-5  # ε in σ = √(σ² + ε)
+    norm_momentum: float = 0.1  # BatchNorm's running statistics: r ← (1 − m)·r + m·batch's
 
 
 @dataclass

@@ -18,16 +18,20 @@ from typing import Any, TypeVar
 from omegaconf import DictConfig, OmegaConf
 
 import bpcore
-from bpcore.inits import BiasInit
+from bpcore.inits import BiasInit, Initializer
 from bpcore.optim import LR_SCALING, Optimizer
+from bpcore.training import check_batch_size
 from experiments.app import sizes
 from experiments.app.schema import schema_keys
+from experiments.diagnostics.recorder import remedy_keys
+from experiments.diagnostics.theory import mean_field_inputs
 from experiments.tracking.store import masked, uri_problem
 
 T = TypeVar("T")
 
 
 STAGES = ("single", "tune", "final")  # of a run: no tuning; the lr grid; at the chosen lr
+NORM_CHOICES = ("none", *bpcore.NORMS)  # model.norm
 LARGE = "set allow_large=true to run it anyway"
 
 
@@ -57,13 +61,13 @@ def build(cfg: DictConfig) -> Setup:
     and for a run above the size limits (``experiments.app.sizes``) without ``allow_large``."""
     _check_keys_and_numbers(cfg)
     _check_positive_ints(cfg)
+    _check_remedies(cfg)
     _check_experiment_name(cfg.mlflow.experiment_name)
     shape = _dataset(cfg.data, None)  # the data set at its default size: the shape of a row
     _check_memory(cfg, shape)
     data = _dataset(cfg.data, cfg.data.n_samples)
     batch_size = _batch_size(cfg.train.batch_size, len(data.x_train))
     hidden = hidden_widths(cfg.model, data.n_features, data.n_outputs)
-    _check_metrics(cfg, len(hidden) + 1, len(data.x_train), batch_size)
     output, loss = _head_and_loss(cfg.model.output, data.task)
     activation = _rejecting(
         "activation", cfg.activation.name, bpcore.get_activation, cfg.activation.name, **_alpha(cfg)
@@ -72,12 +76,30 @@ def build(cfg: DictConfig) -> Setup:
         "init", cfg.init.name, bpcore.get_initializer, cfg.init.name, **_init_params(cfg.init)
     )
     bias = _rejecting("init.bias_std", cfg.init.bias_std, _bias_init, cfg.init.bias_std)
-    sizes = [data.n_features, *hidden, data.n_outputs]
-    net_args = (sizes, activation, output, init, cfg.seed, cfg.model.dtype, bias)
-    net = _rejecting("model.dtype", cfg.model.dtype, bpcore.MLP, *net_args)
+    net = _net(cfg, [data.n_features, *hidden, data.n_outputs], activation, output, init, bias)
+    n_train = len(data.x_train)
+    _rejecting_named("train", cfg, check_batch_size, net, n_train, batch_size)
     optimizer = _optimizer(cfg, batch_size)
+    _check_metrics(cfg, net, optimizer.clipping, n_train, batch_size)
     _check_tracking_uri(cfg.mlflow.tracking_uri)
     return Setup(data, net, optimizer, loss, batch_size, hidden)
+
+
+def _net(
+    cfg: DictConfig,
+    sizes: list[int],
+    activation: bpcore.Activation,
+    output: str,
+    init: Initializer,
+    bias: BiasInit,
+) -> bpcore.MLP:
+    """The run's net (every error MLP can raise here names a key of ``model``)."""
+    model = cfg.model
+    keys = ("residual", "residual_scale", "norm_eps", "norm_momentum")
+    remedies = {key: model[key] for key in keys}
+    remedies["norm"] = None if model.norm == "none" else model.norm
+    net_args = (sizes, activation, output, init, cfg.seed, model.dtype, bias)
+    return _rejecting_named("model", cfg, bpcore.MLP, *net_args, **remedies)
 
 
 HEAD_LOSS = {"softmax": "cross_entropy", "sigmoid": "bce"}  # classification heads, their loss
@@ -104,6 +126,11 @@ def _optimizer(cfg: DictConfig, batch_size: int) -> Optimizer:
         raise ConfigError("optim.momentum", optim.momentum, "a number in [0, 1)")
     if train.lr_scaling not in LR_SCALING:
         raise ConfigError("train.lr_scaling", train.lr_scaling, f"one of {', '.join(LR_SCALING)}")
+    for key in ("clip_norm", "clip_value"):
+        if optim[key] is not None and not optim[key] > 0:
+            raise ConfigError(
+                f"optim.{key}", optim[key], "a positive number, or null (no clipping)"
+            )
     lr = bpcore.scaled_lr(optim.lr, batch_size, train.lr_scaling, train.reference_batch_size)
     params = {"momentum": optim.momentum, "nesterov": optim.nesterov}
     return _rejecting(
@@ -112,6 +139,8 @@ def _optimizer(cfg: DictConfig, batch_size: int) -> Optimizer:
         bpcore.get_optimizer,
         optim.name,
         lr,
+        clip_norm=optim.clip_norm,
+        clip_value=optim.clip_value,
         **(params if optim.name == "momentum" else {}),
     )
 
@@ -180,15 +209,19 @@ def _check_memory(cfg: DictConfig, shape: bpcore.Dataset) -> None:
     raise ConfigError(key, OmegaConf.select(cfg, key), f"{allowed}; {LARGE}")
 
 
-def _check_metrics(cfg: DictConfig, n_layers: int, n_train: int, batch_size: int) -> None:
+def _check_metrics(
+    cfg: DictConfig, net: bpcore.MLP, clipping: bool, n_train: int, batch_size: int
+) -> None:
     """Refuse a run that would log more metric points than the limit (``sizes.metric_points``),
     unless ``allow_large``, naming ``model.depth`` if the layers make it many, else the key
     that makes the steps many."""
     per_epoch = -(-n_train // batch_size)
     steps = cfg.train.epochs * per_epoch
     steps = steps if cfg.train.max_steps is None else min(steps, cfg.train.max_steps)
-    every = cfg.log.every_n_steps
-    points = sizes.metric_points(n_layers, steps, per_epoch, every, cfg.log.full_gradient)
+    every, n_layers = cfg.log.every_n_steps, net.n_layers
+    remedies, theory = len(remedy_keys(net, clipping)), mean_field_inputs(net) is not None
+    args = (n_layers, steps, per_epoch, every, cfg.log.full_gradient, remedies, theory)
+    points = sizes.metric_points(*args)
     if points <= sizes.METRIC_LIMIT or cfg.allow_large:
         return
     if n_layers > (steps - 1) // every + 1:
@@ -198,6 +231,18 @@ def _check_metrics(cfg: DictConfig, n_layers: int, n_train: int, batch_size: int
     what = f"{n_layers:,} layers, {steps:,} steps, diagnostics every {every}"
     allowed = f"the run would log ≈ {points:,} metric points ({what}), above the limit of "
     raise ConfigError(key, OmegaConf.select(cfg, key), f"{allowed}{sizes.METRIC_LIMIT:,}; {LARGE}")
+
+
+def _check_remedies(cfg: DictConfig) -> None:
+    """model.norm, residual_scale, norm_eps, norm_momentum in range (clipping: ``_optimizer``)."""
+    model = cfg.model
+    if model.norm not in NORM_CHOICES:
+        raise ConfigError("model.norm", model.norm, f"one of {', '.join(NORM_CHOICES)}")
+    for key in ("residual_scale", "norm_eps"):
+        if not model[key] > 0:
+            raise ConfigError(f"model.{key}", model[key], "a positive number")
+    if not 0 < model.norm_momentum <= 1:
+        raise ConfigError("model.norm_momentum", model.norm_momentum, "a number in (0, 1]")
 
 
 def _check_experiment_name(name: str) -> None:
@@ -293,6 +338,19 @@ def _bias_init(bias_std: float) -> BiasInit:
     return (
         bpcore.get_bias_init(0.0) if bias_std == 0 else bpcore.get_bias_init("normal", std=bias_std)
     )
+
+
+def _rejecting_named(
+    group: str, cfg: DictConfig, make: Callable[..., T], *args: Any, **kwargs: Any
+) -> T:
+    """``make(*args, **kwargs)``, with bpcore's ValueError ``name: what is allowed`` reported
+    against the config key ``group.name``."""
+    try:
+        return make(*args, **kwargs)
+    except ValueError as error:
+        name, _, allowed = str(error).partition(": ")
+        key = f"{group}.{name}"
+        raise ConfigError(key, OmegaConf.select(cfg, key), allowed) from None
 
 
 def _rejecting(key: str, value: Any, make: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -35,7 +35,7 @@ from experiments.app.setup import ConfigError, Setup, build
 from experiments.app.sweep import SweepInfo
 from experiments.app.target_check import refuse_foreign_targets
 from experiments.diagnostics.explosion import exploded_at, flag_tags
-from experiments.diagnostics.history import HISTORY_FILE
+from experiments.diagnostics.history import HISTORY_FILE, NORM_ARRAYS
 from experiments.diagnostics.recorder import DiagnosticsRecorder
 from experiments.diagnostics.theory import theory_callbacks
 from experiments.tracking.provenance import config_hash, flat_params, run_name
@@ -198,7 +198,8 @@ def _overrides() -> list[str]:
 def _write_artifacts(
     folder: Path, cfg: DictConfig, setup: Setup, recorder: DiagnosticsRecorder
 ) -> None:
-    """config.yaml, overrides.yaml, the diagnostics history and the trained weights."""
+    """config.yaml, overrides.yaml, the diagnostics history and the trained parameters (with a
+    norm: γ, β and BatchNorm's running statistics, ``gammas0`` …)."""
     OmegaConf.save(cfg, folder / "config.yaml", resolve=True)
     OmegaConf.save(OmegaConf.create(_overrides()), folder / "overrides.yaml")
     recorder.history.save(folder / HISTORY_FILE)
@@ -209,8 +210,9 @@ def _write_artifacts(
         "output": np.array(net.head.name),
         **{f"W{l}": w for l, w in enumerate(net.weights)},
         **{f"b{l}": b for l, b in enumerate(net.biases)},
+        **{f"{name}{l}": a for name in NORM_ARRAYS for l, a in enumerate(getattr(net, name))},
     }
-    np.savez(folder / "model.npz", **arrays)  # type: ignore[arg-type]  # stubs: allow_pickle
+    np.savez(folder / "model.npz", **arrays)
 
 
 class Terminated(KeyboardInterrupt):

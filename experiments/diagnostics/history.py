@@ -17,6 +17,8 @@ IntArray = NDArray[np.int64]
 SCHEMA_VERSION = 3  # 2: histogram edges per recorded step; 3: the output layer's keys …/output
 OUTPUT_TAG = "output"  # the last layer's key suffix (hidden layers: layer_01, layer_02, …)
 HISTORY_FILE = "history.npz"  # the run artifact holding a History
+# MLP attributes a run's model.npz holds beside W0, b0, …: "gammas0", "running_vars2", …
+NORM_ARRAYS = ("gammas", "betas", "running_means", "running_vars")
 
 
 class History:

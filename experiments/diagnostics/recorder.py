@@ -27,6 +27,15 @@ layer H (−6: the first layer's gradient is a millionth of the last's; 0 at dep
 the last recorded step ``summary/dead_fraction`` (hidden units dead on the whole batch) and
 ``summary/saturated_fraction`` (hidden (example, unit) entries saturated), both over all
 hidden units.
+
+The remedies (``remedy_diagnostics``): on every recorded step ``grad_norm/global``, ‖∂L/∂θ‖ over
+all parameters before any clipping, and with clipping on ``clip/fraction``, the fraction of
+the steps so far that were clipped; per hidden layer of a net with a norm, and per layer with
+a skip connection (means and variances over batch × units, like act_mean):
+
+    prenorm_mean, prenorm_var     of zˡ, before the normalization
+    postnorm_mean, postnorm_var   of yˡ = γˡ ⊙ x̂ˡ + βˡ, after it (the activation's input)
+    residual_var                  of the residual branch α·f(yˡ) added to aˡ⁻¹
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from bpcore import Callback, EpochReport, StepReport
+from bpcore import MLP, Callback, EpochReport, StepReport
 from bpcore.activations import Array
 from experiments.diagnostics.history import OUTPUT_TAG, FloatArray, History, IntArray
 
@@ -45,6 +54,12 @@ Sink = Callable[[int, dict[str, float]], None]
 SATURATION_THRESHOLD = 0.05  # relative to the activation's max_grad
 LAYER_FAMILIES = ("grad_norm", "bias_grad_norm", "act_mean", "act_std", "update_ratio")
 HIDDEN_FAMILIES = ("saturation", "dead")
+NORM_FAMILIES = ("prenorm_mean", "prenorm_var", "postnorm_mean", "postnorm_var")
+GLOBAL_GRAD_NORM, CLIPPED_FRACTION, RESIDUAL_VAR = (
+    "grad_norm/global",
+    "clip/fraction",
+    "residual_var",
+)
 BATCH_LOSS = "train/batch_loss"
 DELTA_LOG10_RANGE = (-16.0, 2.0)  # |δ| histogram edges: 10⁻¹⁶ … 10², log-spaced
 PROFILE_FAMILIES = ("grad_norm", "delta_norm", "act_var")  # profile/<family>_init, _final
@@ -100,7 +115,7 @@ def layer_diagnostics(report: StepReport) -> dict[str, float]:
             values[f"update_ratio/{tag}"] = _update_ratio(net.weights[l], report.updates, l)
             if l < L - 1:
                 f = net.hidden_activations[l]
-                fp = f.grad(bp.zs[l], a)  # f′(zˡ), shape (batch, units)
+                fp = f.grad(bp.ys[l], bp.hs[l])  # f′ at the activation's input, (batch, units)
                 values[f"saturation/{tag}"] = float(np.mean(fp < SATURATION_THRESHOLD * f.max_grad))
                 values[f"dead/{tag}"] = float(np.mean(~fp.any(axis=0)))
     return {key: values[key] for key in metric_keys(L)}
@@ -116,6 +131,37 @@ def hidden_profile(report: StepReport, diagnostics: Mapping[str, float]) -> Prof
         "delta_norm": [norm(report.bp.deltas[l]) for l in hidden],
         "act_var": [diagnostics[f"act_std/{t}"] ** 2 for t in tags],
     }
+
+
+def remedy_keys(net: MLP, clipping: bool) -> list[str]:
+    """Keys of ``remedy_diagnostics`` for ``net`` (``clipping``: the optimizer clips), in order."""
+    keys = [GLOBAL_GRAD_NORM, *([CLIPPED_FRACTION] if clipping else [])]
+    normalized = range(net.n_layers - 1) if net.norm is not None else range(0)
+    keys += [f"{f}/{layer_tag(l, net.n_layers)}" for f in NORM_FAMILIES for l in normalized]
+    return keys + [
+        f"{RESIDUAL_VAR}/{layer_tag(l, net.n_layers)}" for l, skip in enumerate(net.skips) if skip
+    ]
+
+
+def remedy_diagnostics(report: StepReport) -> dict[str, float]:
+    """The remedies' metrics of one step (see the module docstring), ordered as
+    ``remedy_keys``."""
+    bp, net = report.bp, report.net
+    values = {GLOBAL_GRAD_NORM: math.sqrt(sum(norm(g) ** 2 for g in bp.grads))}
+    if report.clipped_fraction is not None:
+        values[CLIPPED_FRACTION] = report.clipped_fraction
+    with np.errstate(over="ignore", invalid="ignore"):  # an exploding net: inf/NaN values
+        for l in range(len(bp.norms)):
+            tag = layer_tag(l, net.n_layers)
+            for stage, x in (("prenorm", bp.zs[l]), ("postnorm", bp.ys[l])):
+                values[f"{stage}_mean/{tag}"] = float(x.mean(dtype=np.float64))
+                values[f"{stage}_var/{tag}"] = float(x.var(dtype=np.float64))
+        for l in (l for l, skip in enumerate(net.skips) if skip):
+            branch = net.residual_scale * bp.hs[l]  # α·f(yˡ)
+            values[f"{RESIDUAL_VAR}/{layer_tag(l, net.n_layers)}"] = float(
+                branch.var(dtype=np.float64)
+            )
+    return {key: values[key] for key in remedy_keys(net, report.clipped_fraction is not None)}
 
 
 def _histograms(arrays: Sequence[Array], edges: FloatArray) -> IntArray:
@@ -175,7 +221,8 @@ class DiagnosticsRecorder(Callback):
     def on_step(self, report: StepReport) -> None:
         self.history.n_layers = report.net.n_layers
         diagnostics = layer_diagnostics(report)
-        self.record("step", report.step, {BATCH_LOSS: report.loss, **diagnostics})
+        metrics = {BATCH_LOSS: report.loss, **diagnostics}
+        self.record("step", report.step, metrics | remedy_diagnostics(report))
         profile = hidden_profile(report, diagnostics)
         self._profiles.setdefault("init", profile)
         self._profiles["final"] = profile

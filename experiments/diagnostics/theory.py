@@ -20,7 +20,7 @@ per logged step:
     train/full_loss                the training-set loss there (steps to a target loss)
     full_bias_grad_norm/layer_XX   ‖∂C/∂bˡ‖ of the training-set mean (Nielsen ch. 5's measure;
                                    …/output for the output layer)
-    noise/grad_sq_small            |G_B|², the step's minibatch gradient (weights and biases)
+    noise/grad_sq_small            |G_B|², the step's minibatch gradient (every parameter)
     noise/grad_sq_big              |G_n|², the training-set gradient
     noise/B_simple                 McCandlish et al.'s tr(Σ)/|G|² over the last NOISE_WINDOW
                                    logged steps (``bpcore.noise_scale``); NaN at full batch
@@ -47,10 +47,13 @@ NOISE_WINDOW = 10  # logged steps averaged before the ratio B_simple = tr(Σ)/|G
 
 def mean_field_inputs(net: bpcore.MLP) -> tuple[bpcore.Activation, float, float] | None:
     """(activation, σ_w², σ_b²) of the hidden-to-hidden layers, or None if the theory's
-    assumptions (≥ 2 hidden layers, one width, one activation) do not hold."""
+    assumptions (≥ 2 hidden layers, one width, one activation, no norm, no skips) do not
+    hold."""
     hidden = net.layer_sizes[1:-1]
     names = {f.name for f in net.hidden_activations}
     if len(hidden) < 2 or len(set(hidden)) != 1 or len(names) != 1:
+        return None
+    if net.norm is not None or any(net.skips):
         return None
     return (
         net.hidden_activations[0],
@@ -106,7 +109,7 @@ class FullGradient(bpcore.Callback):
             params: list[Array] = [
                 p - u for p, u in zip(report.net.params, report.updates, strict=True)
             ]
-            before.weights, before.biases = params[: before.n_layers], params[before.n_layers :]
+            before.params = params
             loss, full = before.loss_and_grads(self.data.x_train, self.data.y_train, self.loss)
         metrics = {"train/full_loss": loss}
         L = len(full.db)
@@ -127,7 +130,7 @@ class FullGradient(bpcore.Callback):
 
 
 def _squared_norm(bp: bpcore.Backprop) -> float:
-    """|G|² over every weight and bias gradient."""
+    """|G|² over every parameter's gradient."""
     return sum(norm(g) ** 2 for g in bp.grads)
 
 

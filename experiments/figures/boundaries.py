@@ -12,11 +12,12 @@ from typing import Any
 import numpy as np
 
 from bpcore import MLP, Dataset, get_activation, make_dataset
-from experiments.diagnostics.history import FloatArray, IntArray
+from experiments.diagnostics.history import NORM_ARRAYS, FloatArray, IntArray
 from experiments.figures import style
 from experiments.figures.common import DATA_KEY, Built, Data, config_label, final_value
 
 MODEL_FILE = "model.npz"  # the run artifact holding the trained weights
+REMEDY_KEYS = ("norm", "residual", "residual_scale", "norm_eps")  # model.* keys MLP takes
 
 
 def _param(value: str) -> Any:
@@ -36,7 +37,8 @@ def run_dataset(params: Mapping[str, str]) -> Dataset:
 
 def load_model(path: str | os.PathLike[str], params: Mapping[str, str]) -> MLP:
     """The trained net of a run's ``model.npz`` (read with ``allow_pickle=False``); activation
-    parameters such as ``alpha`` come from the run's params."""
+    parameters such as ``alpha`` and the remedies (``model.norm``, ``model.residual`` …) come
+    from the run's params (a run from before them has none: a plain MLP)."""
     with np.load(path, allow_pickle=False) as saved:
         arrays = {name: saved[name] for name in saved.files}
     alpha = _param(params.get("activation.alpha", "None"))
@@ -44,10 +46,15 @@ def load_model(path: str | os.PathLike[str], params: Mapping[str, str]) -> MLP:
     activations = [get_activation(str(name), **kwargs) for name in arrays["activations"]]
     sizes = [int(n) for n in arrays["layer_sizes"]]
     dtype = str(arrays["W0"].dtype)
-    net = MLP(sizes, activations, output=str(arrays["output"]), dtype=dtype)
+    remedies = {k: _param(params[f"model.{k}"]) for k in REMEDY_KEYS if f"model.{k}" in params}
+    remedies["norm"] = None if remedies.get("norm", "none") == "none" else remedies["norm"]
+    net = MLP(sizes, activations, output=str(arrays["output"]), dtype=dtype, **remedies)
     for l in range(len(sizes) - 1):
         net.weights[l][...] = arrays[f"W{l}"]
         net.biases[l][...] = arrays[f"b{l}"]
+    for name in NORM_ARRAYS:
+        for l, array in enumerate(getattr(net, name)):
+            array[...] = arrays[f"{name}{l}"]
     return net
 
 
