@@ -30,6 +30,7 @@ from experiments.tracking.provenance import NO_PRESET, preset_description
 from experiments.tracking.run import close_writer
 from experiments.tracking.store import browse_hint, runs_url
 
+pytestmark = pytest.mark.xdist_group("mlflow_ui")  # one worker trains the module's fixtures
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data.n_samples=200", "train.epochs=3", "model.width=8", "log.every_n_steps=5"]
 DEPTH = 3
