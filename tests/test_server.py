@@ -143,7 +143,8 @@ def test_server_killed_mid_sweep(tracking_server: Path, tmp_path: Path, spawn: S
     assert "Traceback" not in output
     outcomes = [line for line in output.splitlines() if re.match(r"\[\d/4\] ", line)]
     assert len(outcomes) == 4, output
-    finished = [line.split()[1].rstrip(":") for line in outcomes if "val/loss" in line]
+    named = [re.match(r"\[\d/4\] (.+?): ", line) for line in outcomes if "val/loss" in line]
+    finished = [match.group(1) for match in named if match]  # names have spaces: "s1 · tanh…"
     failed = [line for line in outcomes if "val/loss" not in line]
     assert finished and failed
     for line in failed:
