@@ -495,6 +495,28 @@ def test_sigterm_stops_a_parallel_sweep_with_143_and_leaves_nothing_running(
     assert [c.info.status for c in children] == ["KILLED", "KILLED"]
 
 
+def test_no_process_of_a_killed_parallel_sweep_outlives_it(tmp_path: Path, spawn: Spawn) -> None:
+    """kill -9 of the launching process of a joblib sweep while one worker trains and the other
+    waits for a job.  Before: a worker, its writer and two resource trackers were alive 20
+    minutes later (the idle worker for 5).  Now every one is gone within a minute, the job's
+    run ended KILLED."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    prepare_experiment(uri, "default")  # so polling never races the schema migration
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    args = ["-m", "activation=tanh", *ENDLESS, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    command = [sys.executable, "-m", "experiments.train", *args]
+    process = spawn(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while not any("train/loss" in r.data.metrics for r in runs(tmp_path, "default")):
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.5)
+    process.kill()
+    process.wait(60)
+    assert left_alive_after(process.pid, 60) == []
+    _, (child,) = sweep_children(tmp_path)
+    assert child.info.status == "KILLED"
+
+
 def test_a_run_whose_writer_is_killed_ends_failed(tmp_path: Path, spawn: Spawn) -> None:
     """kill -9 of the writer child, as the OOM killer might.  Before: the command said FAILED
     and exited 1, but the run stayed RUNNING in the store."""
@@ -520,6 +542,54 @@ def test_a_run_whose_writer_is_killed_ends_failed(tmp_path: Path, spawn: Spawn) 
     (run,) = runs(tmp_path, "default")
     assert run.info.status == "FAILED"
     assert run.data.tags["error"] == "TrackingError: MLflow writer process died"
+
+
+def test_the_next_command_ends_the_runs_whose_processes_all_died(
+    tmp_path: Path, spawn: Spawn
+) -> None:
+    """kill -9 of a training process and its writer at once (its process group).  Before: the
+    run stayed RUNNING for ever.  Now the next command on the store ends it FAILED, saying why;
+    a run of a live process (this one), of another host or without an owner is left alone,
+    and one whose pid lives on in a process started later (pid reuse) is ended."""
+    from experiments.tracking.owner import owner_tag
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    experiment_id = prepare_experiment(uri, "default")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    command = [sys.executable, "-m", "experiments.train", *ENDLESS, "seed=1"]
+    killed = spawn(command, cwd=tmp_path, env=env)
+    deadline = time.monotonic() + 120
+    while not runs(tmp_path, "default"):
+        assert time.monotonic() < deadline and killed.poll() is None
+        time.sleep(0.2)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait(60)
+    host = socket.gethostname()
+    owners = {
+        "alive": owner_tag(os.getpid()),
+        "elsewhere": "another-host 1@1",
+        "reused": f"{host} {os.getpid()}@1",
+        "unowned": None,
+    }
+    c = client(tmp_path)
+    for name, owner in owners.items():
+        tags = {} if owner is None else {"owner": owner}
+        c.create_run(experiment_id, run_name=name, tags=tags)
+    done = run_train(tmp_path, *TINY)
+    assert done.returncode == 0, done.stderr
+    found = {r.info.run_name: r for r in runs(tmp_path, "default")}
+    statuses = {name: run.info.status for name, run in found.items()}
+    assert statuses == {
+        "tanh-d3-w8-b32-s1": "FAILED",  # killed with its writer
+        "tanh-d3-w8-b32-s0": "FINISHED",  # the next command
+        "alive": "RUNNING",
+        "elsewhere": "RUNNING",
+        "reused": "FAILED",
+        "unowned": "RUNNING",
+    }
+    error = found["tanh-d3-w8-b32-s1"].data.tags["error"]
+    assert error.startswith(f"the processes of the run ({host} {killed.pid}@")
+    assert error.endswith("while it was RUNNING; ended FAILED by the next command on the store")
 
 
 def test_no_process_outlives_a_sweep(tmp_path: Path, spawn: Spawn) -> None:

@@ -22,6 +22,7 @@ from experiments.tracking.store import (
     children_of,
     database_problem,
     describe_failure,
+    end_orphaned_runs,
     fetch_artifact,
     masked,
     mlflow_client,
@@ -81,6 +82,7 @@ def select_runs(
     from mlflow.exceptions import MlflowException
 
     client = mlflow_client(uri)
+    end_orphaned_runs(client)
     found = None
     if sweep:
         try:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from experiments import PROJECT_ROOT
+from experiments.tracking.owner import OWNER_TAG, owners_gone
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -229,6 +230,7 @@ def prepare_experiment(uri: str, name: str) -> str:
     from mlflow.exceptions import MlflowException
 
     client = mlflow_client(uri)
+    end_orphaned_runs(client)
     location = None
     if uri.lower().startswith("sqlite"):
         folder = re.sub(r"[^\w.\-]+", "_", name).strip("._") or "experiment"
@@ -246,6 +248,25 @@ def prepare_experiment(uri: str, name: str) -> str:
                 raise TrackingError(f"cannot prepare experiment {name!r} in {uri}: {e}") from None
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def end_orphaned_runs(client: Any) -> None:
+    """End FAILED, with the tag ``error``, every RUNNING run of the store whose processes have
+    all died on this host (``experiments.tracking.owner``): no one else would ever end it.  A
+    store this process cannot write keeps them."""
+    from mlflow.exceptions import MlflowException
+
+    experiments = [e.experiment_id for e in search_all(client.search_experiments)]
+    running = f"attributes.status = 'RUNNING' and tags.{OWNER_TAG} IS NOT NULL"
+    found = search_all(client.search_runs, experiments, running) if experiments else []
+    for run in found:
+        owner = run.data.tags[OWNER_TAG]
+        if not owners_gone(owner):
+            continue
+        why = f"the processes of the run ({owner}) died while it was RUNNING; ended FAILED"
+        with contextlib.suppress(MlflowException):
+            client.set_tag(run.info.run_id, "error", f"{why} by the next command on the store")
+            client.set_terminated(run.info.run_id, "FAILED")
 
 
 def start_parent_run(uri: str, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
@@ -327,10 +348,13 @@ def job_attempts(uri: str, experiment_id: str, config_hashes: set[str]) -> list[
 
 def reopen_parent_run(uri: str, run_id: str, tags: dict[str, str], orphans: list[str]) -> None:
     """A resumed sweep: end its ``orphans`` (runs left RUNNING by a killed job) KILLED and set
-    the parent RUNNING again, with ``tags``."""
+    the parent RUNNING again, with ``tags`` (and without the ``error`` of a parent that
+    ``end_orphaned_runs`` ended)."""
     client = mlflow_client(uri)
     for orphan in orphans:
         client.set_terminated(orphan, "KILLED")
+    if "error" in client.get_run(run_id).data.tags:
+        client.delete_tag(run_id, "error")
     client.update_run(run_id, status="RUNNING")
     set_tags(uri, run_id, tags)
 
