@@ -465,6 +465,35 @@ def test_a_signal_ends_the_run_killed_within_5_s_on_a_busy_machine(
     assert 0 <= sent - (stored + unwritten) <= len(history.keys)  # ≤ one record in flight
 
 
+def test_a_second_ctrl_c_does_not_break_the_cleanup(tmp_path: Path, spawn: Spawn) -> None:
+    """Ctrl-C twice: the second while the first one's cleanup (the parent run's end) runs.
+    Before: "Exception ignored in atexit callback … KeyboardInterrupt", the parent left
+    RUNNING or the command dead of SIGINT; the child ended without an ``error`` tag."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    prepare_experiment(uri, "default")  # so polling never races the schema migration
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    command = [sys.executable, "-m", "experiments.train", "-m", "activation=relu", *ENDLESS]
+    pipes = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
+    process = spawn(command, cwd=tmp_path, env=env, **pipes)
+    deadline = time.monotonic() + 120
+    while not any("train/loss" in r.data.metrics for r in runs(tmp_path, "default")):
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGINT)
+    assert process.stderr is not None
+    lines = []
+    while not lines or not lines[-1].startswith("stopped by SIGINT"):  # the cleanup begins
+        lines.append(process.stderr.readline())
+        assert lines[-1], lines
+    os.killpg(process.pid, signal.SIGINT)
+    err = "".join(lines) + process.communicate(timeout=60)[1]
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    parent, (child,) = sweep_children(tmp_path)
+    assert (parent.info.status, child.info.status) == ("KILLED", "KILLED")
+    assert child.data.tags["error"] == "stopped by SIGINT"
+
+
 def test_sigterm_stops_a_parallel_sweep_with_143_and_leaves_nothing_running(
     tmp_path: Path, spawn: Spawn
 ) -> None:

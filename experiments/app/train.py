@@ -178,8 +178,22 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, handled as Ctrl-C: the run in progress ends KILLED."""
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise Terminated(signum)
+def _catch_stop_signals() -> None:
+    """Ctrl-C and SIGTERM raise KeyboardInterrupt (``Terminated``) once (SIGINT stays ignored
+    where the caller ignores it)."""
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    """The first Ctrl-C or SIGTERM: stop.  The next ones are ignored, so that they cannot cut
+    short the cleanup (the runs end KILLED, the parent run too; a few seconds at most)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is _stop:
+            signal.signal(sig, signal.SIG_IGN)
+    name = signal.Signals(signum).name
+    raise Terminated(name) if signum == signal.SIGTERM else KeyboardInterrupt(name)
 
 
 def _outcome_line(outcome: Outcome) -> str:
@@ -211,7 +225,7 @@ def _job(sweep: SweepInfo | None) -> str:
 @hydra.main(version_base="1.3", config_path=CONF, config_name="config")
 def app(cfg: DictConfig) -> None:
     """Hydra's task function: a single run, or one job of a sweep (``-m``)."""
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # again: a launcher's worker runs no main()
+    _catch_stop_signals()  # again: a launcher's worker runs no main()
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
@@ -241,7 +255,7 @@ def main() -> None:
     """Entry point: refuse a ``_target_`` outside our packages, then run the Hydra app.
     Ctrl-C and SIGTERM, whenever they come, exit with 128 + the signal's number after one
     line (130, 143); a run in progress ends KILLED."""
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # handled as Ctrl-C, in a sweep's launcher too
+    _catch_stop_signals()  # in a sweep's launching process too
     refuse_foreign_targets(sys.argv[1:], app, CONF)
     try:
         app()
