@@ -249,14 +249,39 @@ def test_every_launcher_gives_the_same_layout_and_metrics(tmp_path: Path) -> Non
 
 def read_only(folder: Path) -> list[str]:
     """The prefix of a command that sees ``folder`` read-only.  Root writes whatever the
-    permissions say: for root the folder is bind-mounted read-only in a mount namespace of the
-    command's own, gone with it."""
+    permissions say: for root the folder is bind-mounted read-only."""
     if os.geteuid() != 0:
         folder.chmod(0o555)
         return []
-    if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"]).returncode:
-        pytest.skip("running as root without `unshare -m`: no way to make a folder read-only")
-    return ["unshare", "-m", "sh", "-c", 'mount -o bind,ro "$0" "$0" && exec "$@"', str(folder)]
+    return mounted(folder, 'mount -o bind,ro "$0" "$0"', "make a folder read-only")
+
+
+def mounted(folder: Path, mount: str, purpose: str) -> list[str]:
+    """The prefix of a command that runs after the shell command ``mount`` ($0: ``folder``), in
+    a mount namespace of its own, gone with it: root on Linux only (skipped elsewhere)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip(f"needs root and `unshare -m` (Linux) to {purpose}")
+    if subprocess.run(["unshare", "-m", "true"]).returncode:
+        pytest.skip(f"`unshare -m` fails here: no way to {purpose}")
+    return ["unshare", "-m", "sh", "-c", f'{mount} && exec "$@"', str(folder)]
+
+
+def test_a_full_disk_is_reported_in_a_few_lines(tmp_path: Path, spawn: Spawn) -> None:
+    """The store on a 1 MiB file system that fills up while the run logs every step.  Before:
+    636 lines of SQL and tracebacks."""
+    folder = tmp_path / "store"
+    folder.mkdir()
+    prefix = mounted(folder, 'mount -t tmpfs -o size=1m tmpfs "$0"', "fill a small disk")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db"}
+    command = [*prefix, sys.executable, "-m", "experiments.train", *TINY, "train.epochs=200"]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    process = spawn([*command, "log.every_n_steps=1"], cwd=tmp_path, env=env, **pipes)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 1, err
+    out += err
+    assert len(out.splitlines()) <= 5 and "Traceback" not in out and "SQL" not in out, out
+    assert f"database or disk is full: free space on the disk of {folder}, then run" in out
+    assert "tanh-d3-w8-b32-s0: FAILED (No space left on device)" in out
 
 
 @pytest.mark.parametrize(
@@ -341,6 +366,10 @@ def test_sweep_wide_mlflow_settings(tmp_path: Path, args: list[str], message: st
         (["activation=elu", "activation.alpha=inf"], "activation.alpha=inf: a finite number"),
         (["model.width=1000000"], "model.width=1000000: the run would need ≈"),
         (["model.depth=100000"], "model.depth=100000: the run would need ≈"),
+        (  # before: numpy's MemoryError, a 27-line traceback
+            ["model.width=1000000", "allow_large=true"],
+            "error: model.width=1000000: out of memory (Unable to allocate 7.28 TiB for an",
+        ),
         (["mlflow.experiment_name=''"], "mlflow.experiment_name='': a name that is not empty"),
     ],
 )

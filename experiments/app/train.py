@@ -111,12 +111,24 @@ def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = Fals
                 with tracker.artifact_folder() as folder:
                     _write_artifacts(folder, cfg, setup, recorder)
     except Exception as error:  # recorded as a FAILED run by the tracker; the caller decides
-        why = str(error) if isinstance(error, TrackingError) else repr(error)
+        why = _failure(error)
         return Outcome(name, "FAILED", None, None, time.perf_counter() - started, why)
     seconds = time.perf_counter() - started
     return Outcome(
         name, "FINISHED", result.diverged_at_step, result.last_epoch, seconds, None, test
     )
+
+
+def _failure(error: Exception) -> str:
+    """One line for what ended a run FAILED: our own message; what ran out (memory, disk
+    space) and where; else the exception's repr."""
+    if isinstance(error, TrackingError):
+        return str(error)
+    if isinstance(error, MemoryError):
+        return f"out of memory: {error}"
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.strerror}" + (f": {error.filename}" if error.filename else "")
+    return repr(error)
 
 
 def _test_metrics(setup: Setup) -> dict[str, float]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import re
 import sqlite3
@@ -188,7 +189,20 @@ def describe_failure(uri: str, error: Exception) -> str:
         problem = _server_problem(uri)
         if problem:
             return problem.replace(" is not reachable", " stopped answering")
-    return " ".join(str(getattr(error, "orig", None) or error).split())
+    cause: BaseException | None = error
+    while cause is not None and getattr(cause, "orig", None) is None:  # MLflow wraps SQLAlchemy's
+        cause = cause.__cause__ or cause.__context__
+    message = " ".join(str(getattr(cause, "orig", None) or error).split())
+    if "disk is full" in message or getattr(error, "errno", None) == errno.ENOSPC:
+        where = sqlite_path(uri).parent if _scheme(uri) == "sqlite" else "the database server"
+        message += f": free space on the disk of {where}, then run again"
+    return message
+
+
+def _below_error(record: logging.LogRecord) -> bool:
+    """MLflow logs each failed database call at ERROR with its traceback and SQL (hundreds of
+    lines on a full disk); the caller reports the failure in one line (``describe_failure``)."""
+    return record.levelno < logging.ERROR
 
 
 def mlflow_client(uri: str) -> Any:
@@ -197,6 +211,7 @@ def mlflow_client(uri: str) -> Any:
     held meanwhile (TrackingError if another process holds it for LOCK_SECONDS)."""
     from mlflow.tracking import MlflowClient
 
+    logging.getLogger("mlflow.store.db.utils").addFilter(_below_error)
     if _scheme(uri) != "sqlite":
         return MlflowClient(tracking_uri=uri)
     from filelock import FileLock, Timeout  # ≈ 0.1 s: only where MLflow is imported anyway
