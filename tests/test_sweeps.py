@@ -681,6 +681,39 @@ def test_an_exception_ends_the_run_failed_with_the_error(
     assert run.data.tags["error"] == "RuntimeError: injected fault"
 
 
+FAULTY_RELU = """
+import sys
+import bpcore
+from experiments.app import train
+fit = bpcore.fit
+def faulty(net, *args, **kwargs):
+    if net.hidden_activations[0].name == "relu":
+        raise RuntimeError("injected fault")
+    return fit(net, *args, **kwargs)
+bpcore.fit = faulty
+sys.argv[0] = "train"
+train.main()
+"""
+
+
+def test_an_untracked_sweep_with_a_failed_job_exits_1(tmp_path: Path) -> None:
+    """Fault injection in one job of a sweep with ``mlflow.enabled=false``.  Before: exit 0 (a
+    tracked sweep learns of the failure from its store, an untracked one did not)."""
+    args = ["-m", "activation=relu,tanh", *TINY, "mlflow.enabled=false"]
+    done = subprocess.run(
+        [sys.executable, "-c", FAULTY_RELU, *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "[1/?] relu-d3-w8-b32-s0: FAILED (RuntimeError('injected fault'))" in done.stdout
+    assert "[2/?] tanh-d3-w8-b32-s0: val/loss" in done.stdout
+    assert done.stderr == "sweep ended FAILED: not every job finished (see the lines above)\n"
+    assert not (tmp_path / "mlflow.db").exists()
+
+
 def test_tracking_disabled_trains_and_logs_nothing(tmp_path: Path, compose_config) -> None:
     from experiments.app import train as app
 

@@ -7,7 +7,8 @@ parent run (so parallel jobs never race to create them), and leave a ``mlflow_sw
 the sweep directory from which each job learns its parent; the launching process holds that
 directory's ``mlflow_sweep.lock`` until it exits, so a second sweep started in the same
 directory is refused instead of logging under the first one's parent.  ``on_multirun_end``
-ends the parent FINISHED only if every job's run FINISHED, else the sweep exits 1.  A bad
+ends the parent FINISHED only if every job's run FINISHED, else the sweep exits 1 (an
+untracked sweep too, if a job failed: it leaves a file in ``failed_jobs/``).  A bad
 value in any job, or a store that cannot be opened, stops the sweep before its first job with
 one line (exit status 1).
 
@@ -28,6 +29,7 @@ import atexit
 import functools
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -67,6 +69,7 @@ if TYPE_CHECKING:
 
 SWEEP_FILE = "mlflow_sweep.json"
 SWEEP_LOCK = "mlflow_sweep.lock"
+FAILED_JOBS = "failed_jobs"  # in an untracked sweep's directory: a file per job that failed
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,14 @@ class SweepInfo:
         """The sweep's info, or None when tracking is off for the sweep."""
         path = sweep_dir / SWEEP_FILE
         return cls(**json.loads(path.read_text())) if path.exists() else None
+
+
+def record_failed_job(sweep_dir: Path, job: int) -> None:
+    """A job of an untracked sweep did not finish: tell the launching process (a tracked
+    sweep's parent run learns it from the store)."""
+    folder = sweep_dir / FAILED_JOBS
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / str(job)).touch()
 
 
 @dataclass(frozen=True)
@@ -137,6 +148,7 @@ class MlflowSweepCallback(Callback):
         self.sweep: SweepInfo | None = None
         self.sweep_dir = Path()
         self.claim: FileLock | None = None  # the sweep directory's lock, once held
+        self.untracked_dir: Path | None = None  # the sweep directory of an untracked sweep
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Any failure stops the sweep before its first job, with one line and exit status 1
@@ -162,7 +174,9 @@ class MlflowSweepCallback(Callback):
         if tuning.Grid.of(config.hydra.sweeper) and not first.mlflow.enabled:
             allowed = "true with hydra/sweeper=tune, which reads its stage-1 runs from MLflow"
             raise ConfigError("mlflow.enabled", False, allowed)
-        if not first.mlflow.enabled:
+        if not first.mlflow.enabled:  # the jobs that fail leave a file here instead
+            self.untracked_dir = Path(config.hydra.sweep.dir)
+            shutil.rmtree(self.untracked_dir / FAILED_JOBS, ignore_errors=True)
             return
         uri = default_tracking_uri(first.mlflow.tracking_uri)
         experiment_id = prepare_experiment(uri, first.mlflow.experiment_name)
@@ -219,6 +233,8 @@ class MlflowSweepCallback(Callback):
         if self.sweep is not None:
             _summarize(SweepInfo.load(self.sweep_dir) or self.sweep)
         status = self._close()
+        if self.untracked_dir and (self.untracked_dir / FAILED_JOBS).exists():
+            status = "FAILED"
         if status not in (None, "FINISHED"):
             sys.exit(f"sweep ended {status}: not every job finished (see the lines above)")
 

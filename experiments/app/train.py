@@ -31,7 +31,7 @@ from experiments import PROJECT_ROOT
 from experiments.app.progress import ProgressBar
 from experiments.app.schema import register_configs
 from experiments.app.setup import ConfigError, Setup, build
-from experiments.app.sweep import SweepInfo
+from experiments.app.sweep import SweepInfo, record_failed_job
 from experiments.app.target_check import refuse_foreign_targets
 from experiments.diagnostics.history import HISTORY_FILE
 from experiments.diagnostics.recorder import DiagnosticsRecorder
@@ -254,6 +254,8 @@ def app(cfg: DictConfig) -> None:
         sys.exit(f"error: {error}")
     if in_sweep:
         _say(f"{_job(sweep)} {_outcome_line(outcome)}")
+        if sweep is None and outcome.status != "FINISHED":  # untracked
+            record_failed_job(sweep_dir, hydra_cfg.job.num)
         return
     print(_outcome_line(outcome))
     if outcome.status != "FINISHED":
