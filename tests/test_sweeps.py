@@ -371,6 +371,10 @@ def test_sweep_wide_mlflow_settings(tmp_path: Path, args: list[str], message: st
             "error: model.width=1000000: out of memory (Unable to allocate 7.28 TiB for an",
         ),
         (["mlflow.experiment_name=''"], "mlflow.experiment_name='': a name that is not empty"),
+        (  # nothing listens on port 1; before: trained, then 47 lines of retries after 60 s
+            ["mlflow.tracking_uri='postgresql://u@127.0.0.1:1/db'"],
+            "error: cannot connect to the MLflow store postgresql://u@127.0.0.1:1/db: connection",
+        ),
     ],
 )
 def test_bad_overrides_fail_cleanly(tmp_path: Path, args: list[str], message: str) -> None:

@@ -97,7 +97,7 @@ def uri_problem(uri: str) -> str | None:
 
 def check_tracking_uri(uri: str) -> None:
     """Refuse a store that cannot take runs within seconds, with one message: ``uri_problem``,
-    then make a sqlite store's folder or probe a server."""
+    then make a sqlite store's folder, probe a server or connect to a database once."""
     problem = uri_problem(uri)
     if problem:
         raise TrackingError(f"tracking URI {masked(uri)!r} {problem}")
@@ -110,14 +110,15 @@ def check_tracking_uri(uri: str) -> None:
             why = f"cannot create {path.parent} ({e})"
             raise TrackingError(f"tracking URI {uri!r}: {why}") from None
         problem = _sqlite_problem(path)
-        if problem:
-            raise TrackingError(f"tracking URI {uri!r}: {problem}")
+        problem = problem and f"tracking URI {uri!r}: {problem}"
     elif scheme in ("http", "https"):
         for key, value in _HTTP_ENV.items():
             os.environ.setdefault(key, value)
         problem = _server_problem(uri)
-        if problem:
-            raise TrackingError(problem)
+    elif scheme == "postgresql":
+        problem = database_problem(uri)
+    if problem:
+        raise TrackingError(problem)
 
 
 def _sqlite_problem(path: Path) -> str | None:
