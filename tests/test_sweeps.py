@@ -555,6 +555,7 @@ def test_sigterm_stops_a_parallel_sweep_with_143_and_leaves_nothing_running(
     parent, children = sweep_children(tmp_path)
     assert parent.info.status == "KILLED" and len(children) == 2
     assert [c.info.status for c in children] == ["KILLED", "KILLED"]
+    assert all(c.data.tags["error"] for c in children)  # whichever process ended it says why
 
 
 def test_no_process_of_a_killed_parallel_sweep_outlives_it(tmp_path: Path, spawn: Spawn) -> None:

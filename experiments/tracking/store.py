@@ -329,8 +329,8 @@ def finish_parent_run(
     SIGTERM, a crash of the launching process).  Earlier attempts (a job killed, then resumed)
     do not count.  Children still RUNNING (their jobs are over: the writer lost the store, or
     was killed with its worker, before it could end them) end FAILED, or KILLED if
-    ``cut_short``.  Returns the status; a parent that has already ended keeps its status.
-    TrackingError (one line) when the store cannot be reached.
+    ``cut_short``, with the tag ``error``.  Returns the status; a parent that has already
+    ended keeps its status.  TrackingError (one line) when the store cannot be reached.
     """
     from mlflow.exceptions import MlflowException
 
@@ -341,8 +341,10 @@ def finish_parent_run(
             return str(parent.status)
         children = child_runs(uri, run_id, parent.experiment_id)
         unfinished = "KILLED" if cut_short else "FAILED"
+        why = "the sweep was interrupted" if cut_short else "its job ended without ending it"
         for child in children:
             if child.info.status == "RUNNING":
+                client.set_tag(child.info.run_id, "error", f"still RUNNING at the end: {why}")
                 client.set_terminated(child.info.run_id, unfinished)
         latest = {c.data.tags.get("config_hash"): c.info.status for c in children}
         done = all(latest.get(job) == "FINISHED" for job in config_hashes)

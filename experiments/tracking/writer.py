@@ -180,6 +180,8 @@ def write_run(request: Message, inbox: Inbox, reply: Connection) -> bool:
         while True:
             message = inbox.get(timeout=LULL_SECONDS if metrics.pending else None)
             if message is None:  # the training process is gone
+                gone = "its training process stopped before it ended the run"
+                client.set_tag(run_id, "error", gone)
                 end_run(metrics, "KILLED")
                 return False
             kind, *args = message
