@@ -54,16 +54,20 @@ def start_times(pids: tuple[int, ...] | list[int]) -> dict[int, int]:
 
 
 def owners_gone(tag: str) -> bool:
-    """Whether every process of an ``owner`` tag has died, judged on its own host only."""
-    host, *processes = tag.split()
-    if host != socket.gethostname() or not processes:
+    """Whether every process of an ``owner`` tag has died, judged on its own host only (a tag
+    that does not parse: no)."""
+    host, *processes = tag.split() or [""]
+    try:
+        owners = {int(pid): int(started) for pid, started in (p.split("@") for p in processes)}
+    except ValueError:
         return False
-    owners = dict(process.split("@") for process in processes)
-    alive = start_times([int(pid) for pid in owners])
+    if host != socket.gethostname() or not owners:
+        return False
+    alive = start_times(list(owners))
     return not any(
-        abs(alive[int(pid)] - int(started)) <= SAME_START_SECONDS
+        abs(alive[pid] - started) <= SAME_START_SECONDS
         for pid, started in owners.items()
-        if int(pid) in alive
+        if pid in alive
     )
 
 
