@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -254,14 +255,39 @@ def test_every_launcher_gives_the_same_layout_and_metrics(tmp_path: Path) -> Non
 
 def read_only(folder: Path) -> list[str]:
     """The prefix of a command that sees ``folder`` read-only.  Root writes whatever the
-    permissions say: for root the folder is bind-mounted read-only in a mount namespace of the
-    command's own, gone with it."""
+    permissions say: for root the folder is bind-mounted read-only."""
     if os.geteuid() != 0:
         folder.chmod(0o555)
         return []
-    if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"]).returncode:
-        pytest.skip("running as root without `unshare -m`: no way to make a folder read-only")
-    return ["unshare", "-m", "sh", "-c", 'mount -o bind,ro "$0" "$0" && exec "$@"', str(folder)]
+    return mounted(folder, 'mount -o bind,ro "$0" "$0"', "make a folder read-only")
+
+
+def mounted(folder: Path, mount: str, purpose: str) -> list[str]:
+    """The prefix of a command that runs after the shell command ``mount`` ($0: ``folder``), in
+    a mount namespace of its own, gone with it: root on Linux only (skipped elsewhere)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip(f"needs root and `unshare -m` (Linux) to {purpose}")
+    if subprocess.run(["unshare", "-m", "true"]).returncode:
+        pytest.skip(f"`unshare -m` fails here: no way to {purpose}")
+    return ["unshare", "-m", "sh", "-c", f'{mount} && exec "$@"', str(folder)]
+
+
+def test_a_full_disk_is_reported_in_a_few_lines(tmp_path: Path, spawn: Spawn) -> None:
+    """The store on a 1 MiB file system that fills up while the run logs every step.  Before:
+    636 lines of SQL and tracebacks."""
+    folder = tmp_path / "store"
+    folder.mkdir()
+    prefix = mounted(folder, 'mount -t tmpfs -o size=1m tmpfs "$0"', "fill a small disk")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db"}
+    command = [*prefix, sys.executable, "-m", "experiments.train", *TINY, "train.epochs=200"]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    process = spawn([*command, "log.every_n_steps=1"], cwd=tmp_path, env=env, **pipes)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 1, err
+    out += err
+    assert len(out.splitlines()) <= 5 and "Traceback" not in out and "SQL" not in out, out
+    assert f"database or disk is full: free space on the disk of {folder}, then run" in out
+    assert "tanh-d3-w8-b32-s0: FAILED (No space left on device)" in out
 
 
 @pytest.mark.parametrize(
@@ -346,7 +372,15 @@ def test_sweep_wide_mlflow_settings(tmp_path: Path, args: list[str], message: st
         (["activation=elu", "activation.alpha=inf"], "activation.alpha=inf: a finite number"),
         (["model.width=1000000"], "model.width=1000000: the run would need ≈"),
         (["model.depth=100000"], "model.depth=100000: the run would need ≈"),
+        (  # before: numpy's MemoryError, a 27-line traceback
+            ["model.width=1000000", "allow_large=true"],
+            "error: model.width=1000000: out of memory (Unable to allocate 7.28 TiB for an",
+        ),
         (["mlflow.experiment_name=''"], "mlflow.experiment_name='': a name that is not empty"),
+        (  # nothing listens on port 1; before: trained, then 47 lines of retries after 60 s
+            ["mlflow.tracking_uri='postgresql://u@127.0.0.1:1/db'"],
+            "error: cannot connect to the MLflow store postgresql://u@127.0.0.1:1/db: connection",
+        ),
     ],
 )
 def test_bad_overrides_fail_cleanly(tmp_path: Path, args: list[str], message: str) -> None:
@@ -470,6 +504,35 @@ def test_a_signal_ends_the_run_killed_within_5_s_on_a_busy_machine(
     assert 0 <= sent - (stored + unwritten) <= len(history.keys)  # ≤ one record in flight
 
 
+def test_a_second_ctrl_c_does_not_break_the_cleanup(tmp_path: Path, spawn: Spawn) -> None:
+    """Ctrl-C twice: the second while the first one's cleanup (the parent run's end) runs.
+    Before: "Exception ignored in atexit callback … KeyboardInterrupt", the parent left
+    RUNNING or the command dead of SIGINT; the child ended without an ``error`` tag."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    prepare_experiment(uri, "default")  # so polling never races the schema migration
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    command = [sys.executable, "-m", "experiments.train", "-m", "activation=relu", *ENDLESS]
+    pipes = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
+    process = spawn(command, cwd=tmp_path, env=env, **pipes)
+    deadline = time.monotonic() + 120
+    while not any("train/loss" in r.data.metrics for r in runs(tmp_path, "default")):
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGINT)
+    assert process.stderr is not None
+    lines = []
+    while not lines or not lines[-1].startswith("stopped by SIGINT"):  # the cleanup begins
+        lines.append(process.stderr.readline())
+        assert lines[-1], lines
+    os.killpg(process.pid, signal.SIGINT)
+    err = "".join(lines) + process.communicate(timeout=60)[1]
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    parent, (child,) = sweep_children(tmp_path)
+    assert (parent.info.status, child.info.status) == ("KILLED", "KILLED")
+    assert child.data.tags["error"] == "stopped by SIGINT"
+
+
 def test_sigterm_stops_a_parallel_sweep_with_143_and_leaves_nothing_running(
     tmp_path: Path, spawn: Spawn
 ) -> None:
@@ -498,6 +561,29 @@ def test_sigterm_stops_a_parallel_sweep_with_143_and_leaves_nothing_running(
     parent, children = sweep_children(tmp_path)
     assert parent.info.status == "KILLED" and len(children) == 2
     assert [c.info.status for c in children] == ["KILLED", "KILLED"]
+    assert all(c.data.tags["error"] for c in children)  # whichever process ended it says why
+
+
+def test_no_process_of_a_killed_parallel_sweep_outlives_it(tmp_path: Path, spawn: Spawn) -> None:
+    """kill -9 of the launching process of a joblib sweep while one worker trains and the other
+    waits for a job.  Before: a worker, its writer and two resource trackers were alive 20
+    minutes later (the idle worker for 5).  Now every one is gone within a minute, the job's
+    run ended KILLED."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    prepare_experiment(uri, "default")  # so polling never races the schema migration
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    args = ["-m", "activation=tanh", *ENDLESS, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    command = [sys.executable, "-m", "experiments.train", *args]
+    process = spawn(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while not any("train/loss" in r.data.metrics for r in runs(tmp_path, "default")):
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.5)
+    process.kill()
+    process.wait(60)
+    assert left_alive_after(process.pid, 60) == []
+    _, (child,) = sweep_children(tmp_path)
+    assert child.info.status == "KILLED"
 
 
 def test_a_run_whose_writer_is_killed_ends_failed(tmp_path: Path, spawn: Spawn) -> None:
@@ -525,6 +611,54 @@ def test_a_run_whose_writer_is_killed_ends_failed(tmp_path: Path, spawn: Spawn) 
     (run,) = runs(tmp_path, "default")
     assert run.info.status == "FAILED"
     assert run.data.tags["error"] == "TrackingError: MLflow writer process died"
+
+
+def test_the_next_command_ends_the_runs_whose_processes_all_died(
+    tmp_path: Path, spawn: Spawn
+) -> None:
+    """kill -9 of a training process and its writer at once (its process group).  Before: the
+    run stayed RUNNING for ever.  Now the next command on the store ends it FAILED, saying why;
+    a run of a live process (this one), of another host or without an owner is left alone,
+    and one whose pid lives on in a process started later (pid reuse) is ended."""
+    from experiments.tracking.owner import owner_tag
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    experiment_id = prepare_experiment(uri, "default")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    command = [sys.executable, "-m", "experiments.train", *ENDLESS, "seed=1"]
+    killed = spawn(command, cwd=tmp_path, env=env)
+    deadline = time.monotonic() + 120
+    while not runs(tmp_path, "default"):
+        assert time.monotonic() < deadline and killed.poll() is None
+        time.sleep(0.2)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait(60)
+    host = socket.gethostname()
+    owners = {
+        "alive": owner_tag(os.getpid()),
+        "elsewhere": "another-host 1@1",
+        "reused": f"{host} {os.getpid()}@1",
+        "unowned": None,
+    }
+    c = client(tmp_path)
+    for name, owner in owners.items():
+        tags = {} if owner is None else {"owner": owner}
+        c.create_run(experiment_id, run_name=name, tags=tags)
+    done = run_train(tmp_path, *TINY)
+    assert done.returncode == 0, done.stderr
+    found = {r.info.run_name: r for r in runs(tmp_path, "default")}
+    statuses = {name: run.info.status for name, run in found.items()}
+    assert statuses == {
+        "tanh-d3-w8-b32-s1": "FAILED",  # killed with its writer
+        "tanh-d3-w8-b32-s0": "FINISHED",  # the next command
+        "alive": "RUNNING",
+        "elsewhere": "RUNNING",
+        "reused": "FAILED",
+        "unowned": "RUNNING",
+    }
+    error = found["tanh-d3-w8-b32-s1"].data.tags["error"]
+    assert error.startswith(f"the processes of the run ({host} {killed.pid}@")
+    assert error.endswith("while it was RUNNING; ended FAILED by the next command on the store")
 
 
 def test_no_process_outlives_a_sweep(tmp_path: Path, spawn: Spawn) -> None:
@@ -556,6 +690,39 @@ def test_an_exception_ends_the_run_failed_with_the_error(
     (run,) = runs(tmp_path, "default")
     assert run.info.status == "FAILED"
     assert run.data.tags["error"] == "RuntimeError: injected fault"
+
+
+FAULTY_RELU = """
+import sys
+import bpcore
+from experiments.app import train
+fit = bpcore.fit
+def faulty(net, *args, **kwargs):
+    if net.hidden_activations[0].name == "relu":
+        raise RuntimeError("injected fault")
+    return fit(net, *args, **kwargs)
+bpcore.fit = faulty
+sys.argv[0] = "train"
+train.main()
+"""
+
+
+def test_an_untracked_sweep_with_a_failed_job_exits_1(tmp_path: Path) -> None:
+    """Fault injection in one job of a sweep with ``mlflow.enabled=false``.  Before: exit 0 (a
+    tracked sweep learns of the failure from its store, an untracked one did not)."""
+    args = ["-m", "activation=relu,tanh", *TINY, "mlflow.enabled=false"]
+    done = subprocess.run(
+        [sys.executable, "-c", FAULTY_RELU, *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "[1/?] relu-d3-w8-b32-s0: FAILED (RuntimeError('injected fault'))" in done.stdout
+    assert "[2/?] tanh-d3-w8-b32-s0: val/loss" in done.stdout
+    assert done.stderr == "sweep ended FAILED: not every job finished (see the lines above)\n"
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_tracking_disabled_trains_and_logs_nothing(tmp_path: Path, compose_config) -> None:

@@ -58,13 +58,23 @@ class Setup:
 
 def build(cfg: DictConfig) -> Setup:
     """bpcore objects for ``cfg``; raises ConfigError for any value bpcore or the schema rejects,
-    and for a run above the size limits (``experiments.app.sizes``) without ``allow_large``."""
+    for a run above the size limits (``experiments.app.sizes``) without ``allow_large``, and
+    for one whose arrays do not fit in memory with it."""
     _check_keys_and_numbers(cfg)
     _check_positive_ints(cfg)
     _check_remedies(cfg)
     _check_experiment_name(cfg.mlflow.experiment_name)
     shape = _dataset(cfg.data, None)  # the data set at its default size: the shape of a row
-    _check_memory(cfg, shape)
+    need = _memory_need(cfg, shape)
+    _check_memory(cfg, need)
+    try:
+        return _allocate(cfg)
+    except MemoryError as error:  # allow_large: the arrays did not fit after all
+        raise _out_of_memory(cfg, need, error) from None
+
+
+def _allocate(cfg: DictConfig) -> Setup:
+    """The run's objects for a config whose keys and sizes were checked."""
     data = _dataset(cfg.data, cfg.data.n_samples)
     batch_size = _batch_size(cfg.train.batch_size, len(data.x_train))
     hidden = hidden_widths(cfg.model, data.n_features, data.n_outputs)
@@ -173,11 +183,19 @@ def _n_params(n_in: int, width: int, depth: int, n_out: int) -> int:
     return (n_in + 1) * width + (depth - 1) * (width + 1) * width + (width + 1) * n_out
 
 
-def _check_memory(cfg: DictConfig, shape: bpcore.Dataset) -> None:
-    """Refuse a run whose memory estimate (``sizes.memory_bytes``) is above the limit, unless
-    ``allow_large``, naming the key that makes it large: ``data.n_samples`` if the data set's
-    default size fits, else the model's widest dimension.  ``shape``: the data set at its
-    default size."""
+@dataclass(frozen=True)
+class MemoryNeed:
+    """A run's memory estimate (``sizes.memory_bytes``), what it counts, and the config key
+    that makes it large."""
+
+    n_bytes: int
+    what: str
+    key: str
+
+
+def _memory_need(cfg: DictConfig, shape: bpcore.Dataset) -> MemoryNeed:
+    """The run's memory estimate, naming ``data.n_samples`` if the data set's default size
+    fits, else the model's widest dimension.  ``shape``: the data set at its default size."""
     n_in, n_out = shape.n_features, shape.n_outputs
     if cfg.model.hidden is not None:
         widths = [n_in, *hidden_widths(cfg.model, n_in, n_out), n_out]
@@ -198,15 +216,27 @@ def _check_memory(cfg: DictConfig, shape: bpcore.Dataset) -> None:
         return sizes.memory_bytes(*args)
 
     rows = default_rows if cfg.data.n_samples is None else cfg.data.n_samples
-    if need(rows) <= sizes.MEMORY_LIMIT or cfg.allow_large:
-        return
-    if need(default_rows) <= sizes.MEMORY_LIMIT:
+    if need(rows) > sizes.MEMORY_LIMIT and need(default_rows) <= sizes.MEMORY_LIMIT:
         key = "data.n_samples"
-    estimate = sizes.human_bytes(need(rows))
     what = f"{n_params:,} parameters, {n_units:,} units, {rows:,} rows"
-    limit = sizes.human_bytes(sizes.MEMORY_LIMIT)
-    allowed = f"the run would need ≈ {estimate} of memory ({what}), above the limit of {limit}"
-    raise ConfigError(key, OmegaConf.select(cfg, key), f"{allowed}; {LARGE}")
+    return MemoryNeed(need(rows), what, key)
+
+
+def _check_memory(cfg: DictConfig, need: MemoryNeed) -> None:
+    """Refuse a run whose memory estimate is above the limit, unless ``allow_large``."""
+    if need.n_bytes <= sizes.MEMORY_LIMIT or cfg.allow_large:
+        return
+    estimate, limit = sizes.human_bytes(need.n_bytes), sizes.human_bytes(sizes.MEMORY_LIMIT)
+    allowed = f"the run would need ≈ {estimate} of memory ({need.what}), above the limit of {limit}"
+    raise ConfigError(need.key, OmegaConf.select(cfg, need.key), f"{allowed}; {LARGE}")
+
+
+def _out_of_memory(cfg: DictConfig, need: MemoryNeed, error: MemoryError) -> ConfigError:
+    """What to say when the run's arrays did not fit (``allow_large``): one line with the
+    size, not numpy's traceback."""
+    estimate = sizes.human_bytes(need.n_bytes)
+    why = f"out of memory ({error}); the run needs ≈ {estimate} ({need.what})"
+    return ConfigError(need.key, OmegaConf.select(cfg, need.key), why)
 
 
 def _check_metrics(

@@ -7,7 +7,8 @@ parent run (so parallel jobs never race to create them), and leave a ``mlflow_sw
 the sweep directory from which each job learns its parent; the launching process holds that
 directory's ``mlflow_sweep.lock`` until it exits, so a second sweep started in the same
 directory is refused instead of logging under the first one's parent.  ``on_multirun_end``
-ends the parent FINISHED only if every job's run FINISHED, else the sweep exits 1.  A bad
+ends the parent FINISHED only if every job's run FINISHED, else the sweep exits 1 (an
+untracked sweep too, if a job failed: it leaves a file in ``failed_jobs/``).  A bad
 value in any job, or a store that cannot be opened, stops the sweep before its first job with
 one line (exit status 1).
 
@@ -16,16 +17,25 @@ is its ``config_hash``; of sweeps that tie, the last to run one): its parent run
 again, runs it left RUNNING (a job killed with its writer) end KILLED, and the jobs that
 already FINISHED under it are skipped (each still starts, and exits at once); the rest run
 again as new children of that parent.
+
+The workers of a launcher that starts them from the launching process (joblib's, from their
+start; submitit_local's, from their job's) watch it: if it dies (kill -9), each ends its job as
+SIGTERM would, its run KILLED, and exits.
 """
 
 from __future__ import annotations
 
 import atexit
+import functools
 import json
+import os
 import shlex
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -43,6 +53,7 @@ from experiments.app.setup import ConfigError, build
 from experiments.app.target_check import foreign_targets
 from experiments.comparison import summary
 from experiments.comparison.records import config_keys, record, reported_stage
+from experiments.tracking.owner import OWNER_TAG, owner_tag, watch_parent
 from experiments.tracking.provenance import (
     config_hash,
     preset_description,
@@ -70,6 +81,7 @@ if TYPE_CHECKING:
 
 SWEEP_FILE = "mlflow_sweep.json"
 SWEEP_LOCK = "mlflow_sweep.lock"
+FAILED_JOBS = "failed_jobs"  # in an untracked sweep's directory: a file per job that failed
 
 
 @dataclass(frozen=True)
@@ -93,6 +105,14 @@ class SweepInfo:
         """The sweep's info, or None when tracking is off for the sweep."""
         path = sweep_dir / SWEEP_FILE
         return cls(**json.loads(path.read_text())) if path.exists() else None
+
+
+def record_failed_job(sweep_dir: Path, job: int) -> None:
+    """A job of an untracked sweep did not finish: tell the launching process (a tracked
+    sweep's parent run learns it from the store)."""
+    folder = sweep_dir / FAILED_JOBS
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / str(job)).touch()
 
 
 @dataclass(frozen=True)
@@ -136,9 +156,11 @@ class MlflowSweepCallback(Callback):
     """Validates a sweep, opens its parent run before the jobs and closes it after them."""
 
     def __init__(self) -> None:
+        self.launcher = os.getpid()  # the launching process (the workers get a copy of this)
         self.sweep: SweepInfo | None = None
         self.sweep_dir = Path()
         self.claim: FileLock | None = None  # the sweep directory's lock, once held
+        self.untracked_dir: Path | None = None  # the sweep directory of an untracked sweep
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Any failure stops the sweep before its first job, with one line and exit status 1
@@ -147,6 +169,8 @@ class MlflowSweepCallback(Callback):
             self._start(config)
         except Exception as error:
             sys.exit(f"error: {_one_line(error)}")
+        if "Joblib" in config.hydra.launcher.get("_target_", ""):
+            _watched_workers()
 
     def _start(self, config: DictConfig) -> None:
         _check_launcher(config.hydra.launcher)
@@ -162,7 +186,9 @@ class MlflowSweepCallback(Callback):
         if tuning.Grid.of(config.hydra.sweeper) and not first.mlflow.enabled:
             allowed = "true with hydra/sweeper=tune, which reads its stage-1 runs from MLflow"
             raise ConfigError("mlflow.enabled", False, allowed)
-        if not first.mlflow.enabled:
+        if not first.mlflow.enabled:  # the jobs that fail leave a file here instead
+            self.untracked_dir = Path(config.hydra.sweep.dir)
+            shutil.rmtree(self.untracked_dir / FAILED_JOBS, ignore_errors=True)
             return
         uri = default_tracking_uri(first.mlflow.tracking_uri)
         experiment_id = prepare_experiment(uri, first.mlflow.experiment_name)
@@ -170,6 +196,7 @@ class MlflowSweepCallback(Callback):
         started = datetime.now().strftime("%Y%m%d-%H%M%S")
         n_jobs, hashes = len(jobs.overrides), jobs.hashes
         tags = {"overrides": " ".join(config.hydra.overrides.task), "n_jobs": str(n_jobs)}
+        tags[OWNER_TAG] = owner_tag(os.getpid())
         resumed = None
         if first.mlflow.resume:
             resumed = _resume(uri, experiment_id, hashes, tags | {"resumed": started})
@@ -192,6 +219,12 @@ class MlflowSweepCallback(Callback):
         atexit.register(self._close, cut_short=True)
         self.sweep.save(self.sweep_dir)
         sys.stdout.flush()
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """In a worker of the launching process (joblib, submitit_local): if the launching
+        process dies (kill -9 leaves its workers training on), the worker stops."""
+        if os.getpid() != self.launcher and os.getppid() == self.launcher:
+            _watch_launcher(self.launcher)
 
     def __getstate__(self) -> dict[str, Any]:
         """What a launcher sends its workers with Hydra's callbacks: all but the lock."""
@@ -216,6 +249,8 @@ class MlflowSweepCallback(Callback):
             if config.mlflow.sweep_figures:
                 _draw_figures(self.sweep)
         status = self._close()
+        if self.untracked_dir and (self.untracked_dir / FAILED_JOBS).exists():
+            status = "FAILED"
         if status not in (None, "FINISHED"):
             sys.exit(f"sweep ended {status}: not every job finished (see the lines above)")
 
@@ -235,6 +270,38 @@ class MlflowSweepCallback(Callback):
         print(f"parent run {sweep.parent_run_id}: {status}; browse with:")
         print(f"  {browse_hint(sweep.tracking_uri, sweep.experiment_id)}", flush=True)
         return status
+
+
+ORPHAN_GRACE = 10.0  # seconds an orphaned worker has to end its run KILLED before it exits
+_watching = False  # whether this worker watches its launching process already
+
+
+def _watch_launcher(launcher: int) -> None:
+    """In a worker that the launching process ``launcher`` started: stop when it dies (at
+    once if it has died already)."""
+    global _watching
+    if not _watching:
+        watch_parent(_stop_orphaned_worker, launcher)
+        _watching = True
+
+
+def _watched_workers() -> None:
+    """Let joblib's workers watch this process from their start (a worker that got no job
+    would wait for one for minutes after it is gone): joblib's backend "loky", which Hydra's
+    joblib launcher always asks for, with ``_watch_launcher`` as its workers' initializer."""
+    from joblib import register_parallel_backend
+    from joblib._parallel_backends import LokyBackend  # type: ignore[import-untyped]
+
+    watched = functools.partial(LokyBackend, initializer=_watch_launcher, initargs=(os.getpid(),))
+    register_parallel_backend("loky", watched)
+
+
+def _stop_orphaned_worker() -> None:
+    """The launching process died: stop the job as SIGTERM would (its run ends KILLED), then
+    the worker."""
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(ORPHAN_GRACE)
+    os._exit(128 + signal.SIGTERM)
 
 
 def _one_line(error: Exception) -> str:

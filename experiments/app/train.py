@@ -32,7 +32,7 @@ from experiments import PROJECT_ROOT
 from experiments.app.progress import ProgressBar
 from experiments.app.schema import register_configs
 from experiments.app.setup import ConfigError, Setup, build
-from experiments.app.sweep import SweepInfo
+from experiments.app.sweep import SweepInfo, record_failed_job
 from experiments.app.target_check import refuse_foreign_targets
 from experiments.diagnostics.explosion import exploded_at, flag_tags
 from experiments.diagnostics.history import HISTORY_FILE, NORM_ARRAYS
@@ -125,7 +125,7 @@ def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = Fals
                 with tracker.artifact_folder() as folder:
                     _write_artifacts(folder, cfg, setup, recorder)
     except Exception as error:  # recorded as a FAILED run by the tracker; the caller decides
-        why = str(error) if isinstance(error, TrackingError) else repr(error)
+        why = _failure(error)
         return Outcome(name, "FAILED", None, None, time.perf_counter() - started, why)
     seconds = time.perf_counter() - started
     experiment = tracker.experiment_id if tracker else ""
@@ -139,6 +139,18 @@ def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = Fals
         test,
         experiment,
     )
+
+
+def _failure(error: Exception) -> str:
+    """One line for what ended a run FAILED: our own message; what ran out (memory, disk
+    space) and where; else the exception's repr."""
+    if isinstance(error, TrackingError):
+        return str(error)
+    if isinstance(error, MemoryError):
+        return f"out of memory: {error}"
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.strerror}" + (f": {error.filename}" if error.filename else "")
+    return repr(error)
 
 
 def _test_metrics(setup: Setup) -> dict[str, float]:
@@ -219,8 +231,22 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, handled as Ctrl-C: the run in progress ends KILLED."""
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise Terminated(signum)
+def _catch_stop_signals() -> None:
+    """Ctrl-C and SIGTERM raise KeyboardInterrupt (``Terminated``) once (SIGINT stays ignored
+    where the caller ignores it)."""
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    """The first Ctrl-C or SIGTERM: stop.  The next ones are ignored, so that they cannot cut
+    short the cleanup (the runs end KILLED, the parent run too; a few seconds at most)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is _stop:
+            signal.signal(sig, signal.SIG_IGN)
+    name = signal.Signals(signum).name
+    raise Terminated(name) if signum == signal.SIGTERM else KeyboardInterrupt(name)
 
 
 def _outcome_line(outcome: Outcome) -> str:
@@ -253,7 +279,7 @@ def _job(sweep: SweepInfo | None) -> str:
 @hydra.main(version_base="1.3", config_path=CONF, config_name="config")
 def app(cfg: DictConfig) -> None:
     """Hydra's task function: a single run, or one job of a sweep (``-m``)."""
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # again: a launcher's worker runs no main()
+    _catch_stop_signals()  # again: a launcher's worker runs no main()
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
@@ -270,6 +296,8 @@ def app(cfg: DictConfig) -> None:
         sys.exit(f"error: {error}")
     if in_sweep:
         _say(f"{_job(sweep)} {_outcome_line(outcome)}")
+        if sweep is None and outcome.status != "FINISHED":  # untracked
+            record_failed_job(sweep_dir, hydra_cfg.job.num)
         return
     print(_outcome_line(outcome))
     if outcome.status != "FINISHED":
@@ -283,7 +311,7 @@ def main() -> None:
     """Entry point: refuse a ``_target_`` outside our packages, then run the Hydra app.
     Ctrl-C and SIGTERM, whenever they come, exit with 128 + the signal's number after one
     line (130, 143); a run in progress ends KILLED."""
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # handled as Ctrl-C, in a sweep's launcher too
+    _catch_stop_signals()  # in a sweep's launching process too
     refuse_foreign_targets(sys.argv[1:], app, CONF)
     try:
         app()

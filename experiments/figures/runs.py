@@ -20,8 +20,8 @@ from experiments.tracking.store import (
     TrackingError,
     check_tracking_uri,
     children_of,
-    database_problem,
     describe_failure,
+    end_orphaned_runs,
     fetch_artifact,
     masked,
     mlflow_client,
@@ -62,12 +62,9 @@ def check_store(uri: str) -> None:
     """Refuse, in seconds and without MLflow, a store the figures cannot read: a sqlite file
     that is missing or not an MLflow store (MLflow would create one), a database or server
     that does not answer (MLflow would retry for minutes).  TrackingError, one line."""
-    scheme = uri.partition(":")[0].lower()
-    if scheme == "sqlite":
-        problem = sqlite_problem(uri)
-    else:
-        check_tracking_uri(uri)
-        problem = database_problem(uri) if scheme.startswith("postgresql") else None
+    if uri.partition(":")[0].lower() != "sqlite":
+        return check_tracking_uri(uri)
+    problem = sqlite_problem(uri)
     if problem:
         raise TrackingError(problem)
 
@@ -81,6 +78,7 @@ def select_runs(
     from mlflow.exceptions import MlflowException
 
     client = mlflow_client(uri)
+    end_orphaned_runs(client)
     found = None
     if sweep:
         try:

@@ -266,15 +266,18 @@ class RunTracker:
         tb: TracebackType | None,
     ) -> None:
         """Never swallows the exception: the run ends KILLED (Ctrl-C, or SystemExit with a
-        signal's code ≥ 128), FINISHED (SystemExit 0) or FAILED."""
+        signal's code ≥ 128), FINISHED (SystemExit 0) or FAILED; the tag ``error`` says why
+        (``stopped by SIGINT``)."""
         if exc is None:
             return self.end()
         code = exc.code if isinstance(exc, SystemExit) else 1
-        if isinstance(exc, KeyboardInterrupt) or (isinstance(code, int) and code >= 128):
-            status, grace = "KILLED", KILL_GRACE
+        if isinstance(exc, KeyboardInterrupt):
+            status, grace, error = "KILLED", KILL_GRACE, f"stopped by {exc or 'KeyboardInterrupt'}"
+        elif isinstance(code, int) and code >= 128:
+            status, grace, error = "KILLED", KILL_GRACE, f"stopped: exit status {code}"
         else:
             status, grace = ("FINISHED" if code in (None, 0) else "FAILED"), None
-        error = f"{type(exc).__name__}: {exc}"[:5000] if status == "FAILED" else ""
+            error = f"{type(exc).__name__}: {exc}"[:5000] if status == "FAILED" else ""
         try:
             self.end(status, grace, error)
         except TrackingError as e:  # do not mask the exception on its way up (nor repeat it)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import re
 import sqlite3
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from experiments import PROJECT_ROOT
+from experiments.tracking.owner import OWNER_TAG, owners_gone
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -96,7 +98,7 @@ def uri_problem(uri: str) -> str | None:
 
 def check_tracking_uri(uri: str) -> None:
     """Refuse a store that cannot take runs within seconds, with one message: ``uri_problem``,
-    then make a sqlite store's folder or probe a server."""
+    then make a sqlite store's folder, probe a server or connect to a database once."""
     problem = uri_problem(uri)
     if problem:
         raise TrackingError(f"tracking URI {masked(uri)!r} {problem}")
@@ -109,14 +111,15 @@ def check_tracking_uri(uri: str) -> None:
             why = f"cannot create {path.parent} ({e})"
             raise TrackingError(f"tracking URI {uri!r}: {why}") from None
         problem = _sqlite_problem(path)
-        if problem:
-            raise TrackingError(f"tracking URI {uri!r}: {problem}")
+        problem = problem and f"tracking URI {uri!r}: {problem}"
     elif scheme in ("http", "https"):
         for key, value in _HTTP_ENV.items():
             os.environ.setdefault(key, value)
         problem = _server_problem(uri)
-        if problem:
-            raise TrackingError(problem)
+    elif scheme == "postgresql":
+        problem = database_problem(uri)
+    if problem:
+        raise TrackingError(problem)
 
 
 def _sqlite_problem(path: Path) -> str | None:
@@ -188,7 +191,20 @@ def describe_failure(uri: str, error: Exception) -> str:
         problem = _server_problem(uri)
         if problem:
             return problem.replace(" is not reachable", " stopped answering")
-    return " ".join(str(getattr(error, "orig", None) or error).split())
+    cause: BaseException | None = error
+    while cause is not None and getattr(cause, "orig", None) is None:  # MLflow wraps SQLAlchemy's
+        cause = cause.__cause__ or cause.__context__
+    message = " ".join(str(getattr(cause, "orig", None) or error).split())
+    if "disk is full" in message or getattr(error, "errno", None) == errno.ENOSPC:
+        where = sqlite_path(uri).parent if _scheme(uri) == "sqlite" else "the database server"
+        message += f": free space on the disk of {where}, then run again"
+    return message
+
+
+def _below_error(record: logging.LogRecord) -> bool:
+    """MLflow logs each failed database call at ERROR with its traceback and SQL (hundreds of
+    lines on a full disk); the caller reports the failure in one line (``describe_failure``)."""
+    return record.levelno < logging.ERROR
 
 
 def mlflow_client(uri: str) -> Any:
@@ -197,6 +213,7 @@ def mlflow_client(uri: str) -> Any:
     held meanwhile (TrackingError if another process holds it for LOCK_SECONDS)."""
     from mlflow.tracking import MlflowClient
 
+    logging.getLogger("mlflow.store.db.utils").addFilter(_below_error)
     if _scheme(uri) != "sqlite":
         return MlflowClient(tracking_uri=uri)
     from filelock import FileLock, Timeout  # ≈ 0.1 s: only where MLflow is imported anyway
@@ -230,6 +247,7 @@ def prepare_experiment(uri: str, name: str) -> str:
     from mlflow.exceptions import MlflowException
 
     client = mlflow_client(uri)
+    end_orphaned_runs(client)
     location = None
     if uri.lower().startswith("sqlite"):
         folder = re.sub(r"[^\w.\-]+", "_", name).strip("._") or "experiment"
@@ -247,6 +265,25 @@ def prepare_experiment(uri: str, name: str) -> str:
                 raise TrackingError(f"cannot prepare experiment {name!r} in {uri}: {e}") from None
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def end_orphaned_runs(client: Any) -> None:
+    """End FAILED, with the tag ``error``, every RUNNING run of the store whose processes have
+    all died on this host (``experiments.tracking.owner``): no one else would ever end it.  A
+    store this process cannot write keeps them."""
+    from mlflow.exceptions import MlflowException
+
+    experiments = [e.experiment_id for e in search_all(client.search_experiments)]
+    running = f"attributes.status = 'RUNNING' and tags.{OWNER_TAG} IS NOT NULL"
+    found = search_all(client.search_runs, experiments, running) if experiments else []
+    for run in found:
+        owner = run.data.tags[OWNER_TAG]
+        if not owners_gone(owner):
+            continue
+        why = f"the processes of the run ({owner}) died while it was RUNNING; ended FAILED"
+        with contextlib.suppress(MlflowException):
+            client.set_tag(run.info.run_id, "error", f"{why} by the next command on the store")
+            client.set_terminated(run.info.run_id, "FAILED")
 
 
 def start_parent_run(uri: str, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
@@ -293,8 +330,8 @@ def finish_parent_run(
     SIGTERM, a crash of the launching process).  Earlier attempts (a job killed, then resumed)
     do not count.  Children still RUNNING (their jobs are over: the writer lost the store, or
     was killed with its worker, before it could end them) end FAILED, or KILLED if
-    ``cut_short``.  Returns the status; a parent that has already ended keeps its status.
-    TrackingError (one line) when the store cannot be reached.
+    ``cut_short``, with the tag ``error``.  Returns the status; a parent that has already
+    ended keeps its status.  TrackingError (one line) when the store cannot be reached.
     """
     from mlflow.exceptions import MlflowException
 
@@ -305,8 +342,10 @@ def finish_parent_run(
             return str(parent.status)
         children = child_runs(uri, run_id, parent.experiment_id)
         unfinished = "KILLED" if cut_short else "FAILED"
+        why = "the sweep was interrupted" if cut_short else "its job ended without ending it"
         for child in children:
             if child.info.status == "RUNNING":
+                client.set_tag(child.info.run_id, "error", f"still RUNNING at the end: {why}")
                 client.set_terminated(child.info.run_id, unfinished)
         latest = {c.data.tags.get("config_hash"): c.info.status for c in children}
         done = all(latest.get(job) == "FINISHED" for job in config_hashes)
@@ -328,10 +367,13 @@ def job_attempts(uri: str, experiment_id: str, config_hashes: set[str]) -> list[
 
 def reopen_parent_run(uri: str, run_id: str, tags: dict[str, str], orphans: list[str]) -> None:
     """A resumed sweep: end its ``orphans`` (runs left RUNNING by a killed job) KILLED and set
-    the parent RUNNING again, with ``tags``."""
+    the parent RUNNING again, with ``tags`` (and without the ``error`` of a parent that
+    ``end_orphaned_runs`` ended)."""
     client = mlflow_client(uri)
     for orphan in orphans:
         client.set_terminated(orphan, "KILLED")
+    if "error" in client.get_run(run_id).data.tags:
+        client.delete_tag(run_id, "error")
     client.update_run(run_id, status="RUNNING")
     set_tags(uri, run_id, tags)
 

@@ -29,7 +29,9 @@ the run was interrupted) makes the writer drop what it has not written by then; 
 KILLED with the tag ``unwritten_points`` (its ``history.npz`` holds every point).
 
 The writer ignores SIGINT, SIGTERM and SIGHUP: it ends when its training process does (EOF on
-stdin), ending a run still open KILLED after at most KILL_GRACE more seconds of writing.  A
+stdin, or a new parent process), ending a run still open KILLED after at most KILL_GRACE more
+seconds of writing.  Each run it creates gets the tag ``owner`` (``experiments.tracking.owner``):
+should both processes die at once, the next command on the store ends the run FAILED.  A
 store error is reported as ("error", message); the writer then marks the run FAILED and exits
 (the next run starts a new one).
 
@@ -56,6 +58,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from experiments.tracking.owner import OWNER_TAG, owner_tag, watch_parent
 from experiments.tracking.store import describe_failure, mlflow_client, prepare_experiment
 
 BATCH = 1000  # MLflow's limit of entries per log_batch
@@ -86,10 +89,14 @@ class Inbox:
                 if message[0] in ("end", "hurry") and message[-1]:
                     self._hurry(message[-1])
             except Exception:  # EOF, or a request cut short by Ctrl-C: the process is leaving
-                self._hurry(time.time() + KILL_GRACE)
-                self._queue.put(None)
+                self.close()
                 return
             self._queue.put(message)
+
+    def close(self) -> None:
+        """As at EOF: the training process is gone."""
+        self._hurry(time.time() + KILL_GRACE)
+        self._queue.put(None)
 
     def _hurry(self, deadline: float) -> None:
         self.deadline = min(self.deadline or deadline, deadline)
@@ -190,6 +197,7 @@ def write_run(request: Message, inbox: Inbox, reply: Connection) -> bool:
     try:
         client = mlflow_client(uri)
         experiment_id = experiment.get("id") or prepare_experiment(uri, experiment["name"])
+        tags |= {OWNER_TAG: owner_tag(os.getppid(), os.getpid())}  # training process, writer
         info = client.create_run(experiment_id, run_name=name, tags=tags).info
         run_id = info.run_id
         client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
@@ -200,6 +208,8 @@ def write_run(request: Message, inbox: Inbox, reply: Connection) -> bool:
         while True:
             message = inbox.get(timeout=LULL_SECONDS if metrics.pending else None)
             if message is None:  # the training process is gone
+                gone = "its training process stopped before it ended the run"
+                client.set_tag(run_id, "error", gone)
                 end_run(metrics, "KILLED")
                 return False
             kind, *args = message
@@ -249,6 +259,7 @@ def main() -> None:
     replies = Connection(os.dup(1), readable=False)
     os.dup2(2, 1)  # anything printed goes to stderr, never into the replies
     inbox = Inbox(Connection(os.dup(0), writable=False))
+    watch_parent(inbox.close)  # its end of the pipe may live on in a process it started
     import mlflow.tracking  # noqa: F401  (the ≈ 2 s import, while the first run trains)
 
     while (message := inbox.get()) is not None:
