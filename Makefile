@@ -12,8 +12,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# the sweep's figures are drawn by the plots command, into figures/quickstart/ and onto the parent
 run: $(STAMP)
-	$(BIN)/python -m experiments.train -m experiment=quickstart
+	$(BIN)/python -m experiments.train -m experiment=quickstart mlflow.sweep_figures=false
 	$(BIN)/python -m experiments.plots --experiment quickstart --formats png
 
 # the Ray launcher's test needs the `ray` extra (large: `make run` does without it)

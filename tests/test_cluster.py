@@ -38,7 +38,7 @@ def basic_outcome(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Histo
     done = run_train(folder, *SWEEP)
     assert done.returncode == 0, done.stderr
     keys, histories = sweep_outcome(folder)
-    assert set(histories) == {"relu-d3-w8-b32-s3", "tanh-d3-w8-b32-s3"}
+    assert set(histories) == {"relu · d3-w8-b32-s3", "tanh · d3-w8-b32-s3"}  # swept first
     assert all(f"grad_norm/layer_0{l}" in k for k in keys.values() for l in (1, 2, 3))
     return keys, histories
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from experiments.comparison.records import Record, record
+from experiments.comparison.records import Record, config_keys, record
 from experiments.comparison.selection import candidates, chosen_lrs
 from experiments.comparison.summary import csv_text, interval, markdown, rows
 
@@ -113,3 +113,17 @@ def test_a_record_reads_what_mlflow_stores() -> None:
     regression = record({"optim.lr": "0.1"}, {"diverged": "true"}, {"val/loss": 1.0}, [])
     assert regression.stage == "single" and regression.diverged
     assert math.isnan(regression.test_accuracy) and regression.failed_val_loss == math.inf
+
+
+def test_resolved_and_derived_params_never_name_a_config() -> None:
+    """A sweep over datasets: each logs its default size and noise, and every run its
+    effective lr; the config is still the dataset (and the lr stays last)."""
+    params = [
+        {"data.name": name, "data.n_samples": rows, "data.noise": noise, "seed": seed}
+        | {"optim.lr": "0.1", "optim.effective_lr": str(0.1 * seed + 0.1)}
+        for name, rows, noise in (("spirals", "1000", "0.1"), ("digits", "1797", "0.0"))
+        for seed in (0, 1)
+    ]
+    assert config_keys(params) == ["data.name"]
+    sized = [p | {"data.n_samples": n} for p in params[:2] for n in ("200", "400")]
+    assert config_keys(sized) == ["data.n_samples"]  # swept on purpose: a config key

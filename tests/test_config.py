@@ -87,7 +87,11 @@ def test_overrides_reach_bpcore(compose_config) -> None:
     assert setup.optimizer.momentum == 0.5
     assert setup.optimizer.lr == pytest.approx(0.1 * full / 60)
     name = run_name(cfg, setup.hidden, full, ["activation", "optim.momentum"])
-    assert name == "leaky_relu-d2-w8x4-b180-s0-normal-moons-momentum-linear-momentum=0.5"
+    assert name == "leaky_relu-momentum=0.5 · d2-w8x4-b180-normal-moons-momentum-linear-s0"
+    swept = ["train.batch_size", "train.lr_scaling", "seed"]
+    assert run_name(cfg, setup.hidden, 800, swept) == (
+        "b800-linear-s0 · leaky_relu-d2-w8x4-normal-moons-momentum"
+    )
 
 
 def test_sigmoid_output_trains_with_bce(compose_config) -> None:

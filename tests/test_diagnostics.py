@@ -21,6 +21,7 @@ from experiments.diagnostics.recorder import (
     remedy_diagnostics,
     remedy_keys,
 )
+from experiments.figures.common import per_layer_over_time
 
 SIZES = [2, 16, 16, 16, 2]
 LR = 0.1
@@ -49,14 +50,14 @@ def first_record(history: History) -> dict[str, float]:
 
 
 def test_metric_keys_format() -> None:
+    """Hidden layers are layer_01 …, the last weight matrix is output, whatever the depth."""
     keys = metric_keys(4)
-    assert keys[:4] == [f"grad_norm/layer_0{i}" for i in range(1, 5)]
+    assert keys[:4] == [*(f"grad_norm/layer_0{i}" for i in range(1, 4)), "grad_norm/output"]
     assert len(keys) == len(set(keys)) == 5 * 4 + 2 * 3
     assert "saturation/layer_03" in keys and "dead/layer_03" in keys
-    assert not any(
-        k.endswith("layer_04") for k in keys if k.split("/")[0] in ("saturation", "dead")
-    )
-    assert metric_keys(12)[11] == "grad_norm/layer_12"
+    assert not any(k.endswith(("layer_04", "output")) for k in keys[5 * 4 :])
+    assert not any(k.endswith("layer_04") for k in keys)
+    assert metric_keys(12)[10:12] == ["grad_norm/layer_11", "grad_norm/output"]
 
 
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu"])
@@ -76,7 +77,7 @@ def test_step_zero_matches_numpy(data: bpcore.Dataset, activation: str, batch_si
     all_grads = np.concatenate([g.ravel() for g in (*bp.dW, *bp.db)])
     assert got[GLOBAL_GRAD_NORM] == pytest.approx(np.linalg.norm(all_grads), rel=1e-10)
     for l in range(L):
-        t = f"layer_{l + 1:02d}"
+        t = f"layer_{l + 1:02d}" if l < L - 1 else "output"
         g, a = bp.dW[l], bp.activations[l]
         assert got[f"grad_norm/{t}"] == pytest.approx(np.linalg.norm(g), rel=1e-10)
         assert got[f"bias_grad_norm/{t}"] == pytest.approx(np.linalg.norm(bp.db[l]), rel=1e-10)
@@ -89,7 +90,7 @@ def test_step_zero_matches_numpy(data: bpcore.Dataset, activation: str, batch_si
             fp = F_PRIME[activation](bp.zs[l], a)
             assert got[f"saturation/{t}"] == np.mean(fp < 0.05 * MAX_GRAD[activation])
             assert got[f"dead/{t}"] == np.mean(np.all(fp == 0, axis=0))
-    assert f"saturation/layer_{L:02d}" not in got and f"dead/layer_{L:02d}" not in got
+    assert "saturation/output" not in got and "dead/output" not in got
 
 
 def test_float32_net_accumulates_in_float64(data: bpcore.Dataset) -> None:
@@ -185,7 +186,7 @@ def test_history_round_trip_with_nan_and_histograms(data: bpcore.Dataset, tmp_pa
         assert raw["grad_norm"].shape == (5, 4) and raw["saturation"].shape == (5, 3)
         assert raw["step"].dtype == np.int64 and raw["train_loss"].shape == (2,)
         meta = json.loads(str(raw["meta"]))
-        assert meta["schema_version"] == 2 and meta["metric_keys"] == h.keys
+        assert meta["schema_version"] == 3 and meta["metric_keys"] == h.keys
         assert raw["hist_activation_counts"].shape == (4, 4, 20)
     for kind in ("activation", "delta"):
         steps, edges, counts = loaded.histogram(kind)
@@ -242,6 +243,101 @@ def test_direct_call_and_validation(data: bpcore.Dataset) -> None:
     h.add("step", 0, {"a": 1.0})
     with pytest.raises(ValueError, match="keys"):
         h.add("step", 1, {"b": 1.0})
+
+
+def test_profiles_per_hidden_layer_at_the_first_and_last_recorded_step(
+    data: bpcore.Dataset,
+) -> None:
+    """profile/delta_norm_init at step l is ‖δˡ‖_F of the first minibatch; the output layer
+    has no point; final is the last recorded step's."""
+    net = bpcore.MLP(SIZES, activation="tanh", seed=3)
+    ref = bpcore.MLP(SIZES, activation="tanh", seed=3)
+    recorder = DiagnosticsRecorder(every_n_steps=2)
+    run(net, data, recorder, max_steps=4, batch_size=32)
+    recorder.record_profiles()
+    batch = next(minibatches(len(data.x_train), 32, np.random.default_rng(0)))
+    _, bp = ref.loss_and_grads(data.x_train[batch], data.y_train[batch], "cross_entropy")
+    steps, deltas = recorder.history.series("profile/delta_norm_init")
+    np.testing.assert_array_equal(steps, [1, 2, 3])  # 3 hidden layers; not the output (4)
+    expected = [np.linalg.norm(bp.deltas[l]) for l in range(3)]
+    np.testing.assert_allclose(deltas, expected, rtol=1e-10)
+    _, variances = recorder.history.series("profile/act_var_init")
+    np.testing.assert_allclose(variances, [np.var(bp.activations[l]) for l in range(3)], rtol=1e-10)
+    _, final = recorder.history.series("profile/grad_norm_final")
+    last = [recorder.history.series(f"grad_norm/layer_0{l}")[1][-1] for l in (1, 2, 3)]
+    assert recorder.history.series("grad_norm/layer_01")[0][-1] == 2
+    np.testing.assert_array_equal(final, last)
+
+
+def test_a_file_of_schema_2_loads_with_the_output_layer_renamed(tmp_path: Path) -> None:
+    """Before schema 3 the output layer's keys had its number (layer_03 of a depth-2 net);
+    such a file, written as the old ``save`` wrote it, loads with them as …/output."""
+    meta = {
+        "schema_version": 2,
+        "n_layers": 3,
+        "metric_keys": [*(f"grad_norm/layer_0{i}" for i in (1, 2, 3)), "dead/layer_01", "val/loss"],
+        "families": {
+            "step": {"steps": "step", "keys": [*(f"grad_norm/layer_0{i}" for i in (1, 2, 3))]},
+            "epoch": {"steps": "epoch_step", "keys": ["val/loss"]},
+        },
+        "columns": {
+            **{f"grad_norm/layer_0{i}": ["grad_norm", i - 1] for i in (1, 2, 3)},
+            "dead/layer_01": ["dead", 0],
+            "val/loss": ["val_loss", None],
+        },
+        "histogram_kinds": [],
+    }
+    meta["families"]["step"]["keys"].append("dead/layer_01")
+    np.savez(
+        tmp_path / "old.npz",
+        step=np.array([0, 5]),
+        epoch_step=np.array([5]),
+        grad_norm=np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]),
+        dead=np.array([[0.0], [0.5]]),
+        val_loss=np.array([0.7]),
+        meta=np.array(json.dumps(meta)),
+    )
+    old = History.load(tmp_path / "old.npz")
+    assert old.keys == [
+        *("grad_norm/layer_01", "grad_norm/layer_02", "grad_norm/output", "dead/layer_01"),
+        "val/loss",
+    ]
+    np.testing.assert_array_equal(old.series("grad_norm/output")[1], [3.0, 6.0])
+    np.testing.assert_array_equal(old.series("dead/layer_01")[1], [0.0, 0.5])
+    _, layers, matrix = per_layer_over_time(old, "grad_norm")  # as every figure reads it
+    np.testing.assert_array_equal(layers, [1, 2, 3])
+    np.testing.assert_array_equal(matrix[:, 0], [1.0, 2.0, 3.0])
+    old.save(tmp_path / "new.npz")  # and it is written in the current schema
+    with np.load(tmp_path / "new.npz", allow_pickle=False) as raw:
+        np.testing.assert_array_equal(raw["grad_norm"][:, 2], [3.0, 6.0])
+        assert json.loads(str(raw["meta"]))["schema_version"] == 3
+    assert History.load(tmp_path / "new.npz").keys == old.keys
+
+
+def test_summary_over_hidden_units_and_first_over_last_hidden_gradient(
+    data: bpcore.Dataset,
+) -> None:
+    """A relu net [2, 8, 24, 4, 2] with half its 24-unit layer dead: the dead fraction counts
+    units of every hidden layer (12 of 36 at least), the gradient ratio is ‖∂L/∂W¹‖ over
+    ‖∂L/∂W³‖ (the last hidden layer, not the output)."""
+    sizes = [2, 8, 24, 4, 2]
+    net, ref = (bpcore.MLP(sizes, activation="relu", seed=1) for _ in range(2))
+    for m in (net, ref):
+        m.biases[1][:12] = -1e3
+    recorder = DiagnosticsRecorder(every_n_steps=100)
+    run(net, data, recorder, max_steps=1, batch_size=160)  # one full-batch step: init = final
+    recorder.record_summary(1, {"summary/lr": LR})
+    _, bp = ref.loss_and_grads(data.x_train, data.y_train, "cross_entropy")
+    dead = sum(int(np.sum(np.all(bp.zs[l] <= 0, axis=0))) for l in range(3))
+    saturated = sum(int(np.sum(bp.zs[l] <= 0)) for l in range(3)) / 160  # relu′ = 0 there
+    ratio = math.log10(np.linalg.norm(bp.dW[0]) / np.linalg.norm(bp.dW[2]))
+    got = {key: float(recorder.history.series(key)[1][0]) for key in recorder.history.keys}
+    assert got["summary/dead_fraction"] == pytest.approx(dead / 36) and dead >= 12
+    assert got["summary/saturated_fraction"] == pytest.approx(saturated / 36)
+    for when in ("init", "final"):
+        assert got[f"summary/log10_grad_ratio_{when}"] == pytest.approx(ratio, rel=1e-10)
+    assert got["summary/lr"] == LR
+    assert recorder.history.series("summary/lr")[0][0] == 1
 
 
 def test_remedy_diagnostics_match_numpy(data: bpcore.Dataset) -> None:

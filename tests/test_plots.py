@@ -56,6 +56,7 @@ NOT_IN_SWEEP = {  # what the end-to-end sweep below cannot show, and why
 }
 SWEEP_FIGURES = [name for name in FIGURES if name not in NOT_IN_SWEEP]
 TINY = ["data.n_samples=200", "train.epochs=3", "model.width=8", "log.every_n_steps=5"]
+TINY += ["mlflow.run_figures=false", "mlflow.sweep_figures=false"]  # drawn in test_mlflow_ui
 
 
 def run_info(name: str, diverged_at: int | None = None, **params: str) -> RunInfo:
@@ -71,8 +72,9 @@ def history(n_layers: int, steps: list[int], epochs: list[int], scale: float = 1
     for s in steps:
         row = {"train/batch_loss": scale / (1 + s)}
         for l in range(1, n_layers + 1):
-            row[f"grad_norm/layer_{l:02d}"] = scale * 10.0**-l * (1 + s)
-            row[f"update_ratio/layer_{l:02d}"] = 1e-3 * l
+            tag = f"layer_{l:02d}" if l < n_layers else "output"
+            row[f"grad_norm/{tag}"] = scale * 10.0**-l * (1 + s)
+            row[f"update_ratio/{tag}"] = 1e-3 * l
         for l in range(1, n_layers):
             row[f"saturation/layer_{l:02d}"] = 0.1 * l
             row[f"dead/layer_{l:02d}"] = 0.0
@@ -508,9 +510,10 @@ def test_figure_data_equals_what_mlflow_logged(sweep: Sweep) -> None:
         return [m.step for m in metrics], [m.value for m in metrics]
 
     layers, first = gradients.grad_flow(histories, [info], "first")[info.run_id]
-    assert [logged(f"grad_norm/layer_{l:02d}")[1][0] for l in layers] == list(first)
+    keys = [f"grad_norm/layer_{l:02d}" for l in layers[:-1]] + ["grad_norm/output"]
+    assert [logged(key)[1][0] for key in keys] == list(first)
     steps, _, matrix = common.per_layer_over_time(histories[info.run_id], "grad_norm")
-    assert logged("grad_norm/layer_02") == (list(steps), list(matrix[1]))
+    assert logged(keys[1]) == (list(steps), list(matrix[1]))  # layer_02, or a depth-1 output
     (curves,) = losses.loss_curves_of(histories, [info], [])
     assert logged("val/loss") == (
         list(curves.by_step["val/loss"].x),
@@ -548,7 +551,8 @@ def test_plots_cli_writes_every_figure_and_logs_them(sweep: Sweep) -> None:
     assert manifest["selection"]["resolved"]["sweep"] == sweep.parent_id
     flow = manifest["figures"]["gradient_flow.pdf"]
     assert {r["id"] for r in flow["runs"]} == sweep.run_ids
-    assert "grad_norm/layer_03" in flow["metric_keys"]
+    assert {"grad_norm/layer_02", "grad_norm/output"} <= set(flow["metric_keys"])
+    assert "grad_norm/layer_03" not in flow["metric_keys"]  # depth ≤ 2: the output is not one
     assert manifest["figures"]["activation_gallery.png"]["runs"] == []
     logged = MlflowClient(sweep.uri).list_artifacts(sweep.parent_id, "figures")
     files = {"manifest.json", "summary.md", "summary.csv"}

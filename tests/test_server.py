@@ -27,6 +27,7 @@ from experiments.tracking.store import child_runs
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tracking_server")]
 Spawn = Callable[..., "subprocess.Popen[str]"]  # the spawn fixture (conftest.py)
 TINY = ["data.n_samples=200", "train.epochs=3", "model.width=8", "log.every_n_steps=5"]
+TINY += ["mlflow.run_figures=false", "mlflow.sweep_figures=false"]  # drawn in test_mlflow_ui
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +95,7 @@ def test_parallel_sweep_arrives_whole_and_logs_no_secret(
     output, _ = job.communicate(timeout=300)
     assert job.returncode == 0, output
     assert secret not in output and "Traceback" not in output
-    assert f"open {uri} in a browser" in output
+    assert f"open {uri}/#/experiments/" in output and "workflowType=machine_learning" in output
     parent = parent_of(output)
     audit = audit_sweep(uri, server.store_uri(state.pg_port), parent, 4)
     assert audit.lost_runs == 0 and audit.not_finished == []
@@ -142,7 +143,8 @@ def test_server_killed_mid_sweep(tracking_server: Path, tmp_path: Path, spawn: S
     assert "Traceback" not in output
     outcomes = [line for line in output.splitlines() if re.match(r"\[\d/4\] ", line)]
     assert len(outcomes) == 4, output
-    finished = [line.split()[1].rstrip(":") for line in outcomes if "val/loss" in line]
+    named = [re.match(r"\[\d/4\] (.+?): ", line) for line in outcomes if "val/loss" in line]
+    finished = [match.group(1) for match in named if match]  # names have spaces: "s1 · tanh…"
     failed = [line for line in outcomes if "val/loss" not in line]
     assert finished and failed
     for line in failed:

@@ -28,6 +28,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 Spawn = Callable[..., "subprocess.Popen[str]"]  # the spawn fixture (conftest.py)
 TINY = ["data.n_samples=200", "train.epochs=3", "model.width=8", "log.every_n_steps=5"]
+TINY += ["mlflow.run_figures=false", "mlflow.sweep_figures=false"]  # drawn in test_mlflow_ui
 ENDLESS = [  # a run that trains until it is stopped: above the size limit, meant
     *("data.n_samples=200", "train.epochs=100000", "model.width=8", "log.every_n_steps=5"),
     "allow_large=true",
@@ -63,23 +64,28 @@ def test_single_run_layout(tmp_path: Path) -> None:
     assert "tanh-d3-w8-b32-s0: val/loss" in done.stdout
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/mlflow.db" in done.stdout
     (run,) = runs(tmp_path, "default")
+    link = f"/#/experiments/{run.info.experiment_id}/runs?workflowType=machine_learning"
+    assert f"then open http://127.0.0.1:5000{link}" in done.stdout
     assert run.info.status == "FINISHED" and run.info.run_name == "tanh-d3-w8-b32-s0"
     assert "mlflow.parentRunId" not in run.data.tags
     assert run.data.params["model.depth"] == "3" and run.data.params["data.n_samples"] == "200"
-    assert run.data.tags["diverged"] == "false" and len(run.data.tags["git_commit"]) >= 7
+    assert run.data.tags["diverged"] == "false"
+    assert (
+        len(run.data.tags["mlflow.source.git.commit"]) == 40 and "git_commit" not in run.data.tags
+    )
     metrics = run.data.metrics
     for key in (
         "train/loss",
         "val/loss",
         "val/accuracy",
         "grad_norm/layer_01",
-        "grad_norm/layer_04",
+        "grad_norm/output",
         "bias_grad_norm/layer_02",
         "act_mean/layer_01",
         "act_std/layer_03",
         "saturation/layer_03",
         "dead/layer_01",
-        "update_ratio/layer_04",
+        "update_ratio/output",
     ):
         assert key in metrics, key
     history = client(tmp_path).get_metric_history(run.info.run_id, "grad_norm/layer_01")
@@ -134,10 +140,10 @@ def test_sweep_nests_runs_under_a_parent(tmp_path: Path, launcher: str) -> None:
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert {c.data.tags["sweep_id"] for c in children} == {parent.info.run_id}
     assert {c.info.run_name for c in children} == {
-        "relu-d1-w8-b32-s0",
-        "relu-d2-w8-b32-s0",
-        "tanh-d1-w8-b32-s0",
-        "tanh-d2-w8-b32-s0",
+        "relu-d1 · w8-b32-s0",  # the swept parts first
+        "relu-d2 · w8-b32-s0",
+        "tanh-d1 · w8-b32-s0",
+        "tanh-d2 · w8-b32-s0",
     }
     assert all(c.info.status == "FINISHED" for c in children)
 
@@ -179,7 +185,7 @@ def test_concurrent_sweeps_and_single_runs_on_a_fresh_store(tmp_path: Path, spaw
         parents.append(match.group(1))
         children = [r for r in found if r.data.tags.get("mlflow.parentRunId") == parents[-1]]
         assert {r.info.run_name for r in children} == {
-            f"{a}-d1-w4-b32-s{seed}" for a in ("relu", "tanh")
+            f"{a} · d1-w4-b32-s{seed}" for a in ("relu", "tanh")
         }
     parentless = [r for r in found if "mlflow.parentRunId" not in r.data.tags]
     singles = {r.info.run_name for r in parentless if r.info.run_id not in parents}
@@ -205,7 +211,8 @@ def test_a_second_sweep_in_the_folder_of_a_running_sweep_is_refused(
     assert second.returncode == 1
     assert err.strip() == "error: hydra.sweep.dir='shared': a folder that no running sweep uses"
     assert first.poll() is None
-    assert {r.info.run_name.split("-")[0] for r in runs(tmp_path, "default")} <= {"default", "relu"}
+    names = {re.split(r"[- ]", r.info.run_name)[0] for r in runs(tmp_path, "default")}
+    assert names <= {"default", "relu"}
 
 
 LAUNCHERS = {"basic": [], "joblib": ["hydra.launcher.n_jobs=2"], "submitit_local": []}
@@ -242,7 +249,7 @@ def test_every_launcher_gives_the_same_layout_and_metrics(tmp_path: Path) -> Non
         histories[launcher] = {
             c.info.run_name: metric_histories(folder, c.info.run_id) for c in children
         }
-    assert set(histories["basic"]) == {"relu-d3-w8-b32-s3", "tanh-d3-w8-b32-s3"}
+    assert set(histories["basic"]) == {"relu · d3-w8-b32-s3", "tanh · d3-w8-b32-s3"}
     assert histories["basic"] == histories["joblib"] == histories["submitit_local"]
 
 
@@ -415,7 +422,7 @@ def test_max_steps_inside_the_first_epoch_finishes_with_the_losses_at_the_stop(
         assert [m.step for m in c.get_metric_history(run.info.run_id, key)] == [3], key
     done = run_train(tmp_path, "-m", "seed=0,1", *TINY, "train.max_steps=3")
     assert done.returncode == 0, done.stderr
-    assert re.search(r"\[2/2\] tanh-d3-w8-b32-s1: val/loss", done.stdout)
+    assert re.search(r"\[2/2\] s1 · tanh-d3-w8-b32: val/loss", done.stdout)
 
 
 def test_divergence_ends_finished_and_the_sweep_goes_on(tmp_path: Path) -> None:
@@ -749,7 +756,7 @@ def test_resume_reruns_only_the_jobs_that_did_not_finish(tmp_path: Path, spawn: 
     prepare_experiment(uri, "default")  # so polling never races the schema migration
     sweep = ["-m", "train.epochs=3,1000,4", "data.n_samples=200", "model.width=8"]
     sweep.append("log.every_n_steps=5")
-    names = [f"tanh-d3-w8-b32-s0-epochs={epochs}" for epochs in (3, 1000, 4)]
+    names = [f"epochs={epochs} · tanh-d3-w8-b32-s0" for epochs in (3, 1000, 4)]
     log = tmp_path / "killed.log"
     with log.open("w") as out:
         command = [sys.executable, "-m", "experiments.train", *sweep]

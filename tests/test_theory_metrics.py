@@ -38,8 +38,9 @@ def test_logged_theory_and_full_gradient() -> None:
     bpcore.fit(net, DATA, "cross_entropy", sgd, 16, epochs=2, callbacks=[recorder, *theory])
     _, bp = _net([8, 8, 8]).loss_and_grads(DATA.x_train, DATA.y_train, "cross_entropy")
     history = recorder.history
-    for l, b in enumerate(bp.db):
-        steps, values = history.series(f"full_bias_grad_norm/layer_{l + 1:02d}")
+    tags = ["layer_01", "layer_02", "layer_03", "output"]  # 3 hidden layers, then the output
+    for tag, b in zip(tags, bp.db, strict=True):
+        steps, values = history.series(f"full_bias_grad_norm/{tag}")
         assert steps[0] == 0
         assert values[0] == pytest.approx(np.linalg.norm(b), rel=1e-10)
     assert history.series("theory/chi1")[1][0] == pytest.approx(bpcore.theory.chi1("tanh", 1, 0))

@@ -20,6 +20,7 @@ from experiments.tracking.store import prepare_experiment
 pytestmark = pytest.mark.slow
 Spawn = Callable[..., "subprocess.Popen[str]"]  # the spawn fixture (conftest.py)
 TINY = ["data.n_samples=200", "train.epochs=4", "model.width=8", "log.every_n_steps=5"]
+TINY += ["mlflow.run_figures=false", "mlflow.sweep_figures=false"]  # drawn in test_mlflow_ui
 # lr 1e-5 barely moves, 0.3 learns, 1e4 blows up: the choice is 0.3 for every config
 TUNE = [
     "hydra/sweeper=tune",

@@ -95,6 +95,8 @@ class MlflowConf:
     # sweeps: skip each job that already FINISHED in this experiment with the same config (tag
     # config_hash), re-run the FAILED, KILLED and never-ended ones under the same parent run
     resume: bool = False
+    run_figures: bool = True  # each run's own figures (profile, loss, boundary), drawn after it
+    sweep_figures: bool = True  # a sweep's figures on its parent run, drawn at its end
 
 
 @dataclass

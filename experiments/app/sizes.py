@@ -9,7 +9,7 @@ fit) and the metric points it logs (``model.depth=100000`` logs 700,000 at step 
 
 from __future__ import annotations
 
-from experiments.diagnostics.recorder import HIDDEN_FAMILIES, LAYER_FAMILIES
+from experiments.diagnostics.recorder import HIDDEN_FAMILIES, LAYER_FAMILIES, PROFILE_FAMILIES
 
 MEMORY_LIMIT = 2 * 2**30  # bytes a run may need
 METRIC_LIMIT = 100_000  # metric points a run may log
@@ -24,6 +24,7 @@ EPOCH_METRICS = 7  # train/ and val/ loss and accuracy, progress/epoch, examples
 FULL_GRADIENT_METRICS = 4  # train/full_loss, noise/grad_sq_small, grad_sq_big, B_simple
 THEORY_METRICS = 7  # theory/*, at step 0
 TEST_METRICS = 2  # test/loss, test/accuracy, at the end
+SUMMARY_METRICS = 7  # summary/*: 2 gradient ratios, 2 fractions, test loss and accuracy, lr
 
 
 def memory_bytes(
@@ -57,14 +58,16 @@ def metric_points(
     diagnostics, train/batch_loss and the ``remedy_metrics`` (``recorder.remedy_keys``) on
     every logged step (with the training-set gradient's metrics for ``log.full_gradient``), the
     epoch metrics (a last partial epoch counts), the theory metrics (if ``theory``: the
-    mean-field theory applies to the net) and the test metrics."""
+    mean-field theory applies to the net), the test and summary metrics, and the profiles
+    (init and final per hidden layer)."""
     logged_steps = (steps - 1) // every_n_steps + 1
     per_step = 1 + len(LAYER_FAMILIES) * n_layers + len(HIDDEN_FAMILIES) * (n_layers - 1)
     per_step += remedy_metrics
     if full_gradient:
         per_step += FULL_GRADIENT_METRICS + n_layers
     epochs = -(-steps // steps_per_epoch)
-    once = THEORY_METRICS * theory + TEST_METRICS
+    profiles = 2 * len(PROFILE_FAMILIES) * (n_layers - 1)
+    once = THEORY_METRICS * theory + TEST_METRICS + SUMMARY_METRICS + profiles
     return logged_steps * per_step + epochs * EPOCH_METRICS + once
 
 

@@ -29,9 +29,12 @@ import atexit
 import functools
 import json
 import os
+import shlex
 import shutil
 import signal
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -44,20 +47,29 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from experiments import PROJECT_ROOT
 from experiments.app import tuning
 from experiments.app.setup import ConfigError, build
 from experiments.app.target_check import foreign_targets
 from experiments.comparison import summary
 from experiments.comparison.records import config_keys, record, reported_stage
 from experiments.tracking.owner import OWNER_TAG, owner_tag, watch_parent
-from experiments.tracking.provenance import config_hash, git_commit
+from experiments.tracking.provenance import (
+    config_hash,
+    preset_description,
+    source_tags,
+    sweep_description,
+)
 from experiments.tracking.store import (
+    NOTE,
     TrackingError,
     browse_hint,
     child_runs,
     default_tracking_uri,
+    describe_experiment,
     finish_parent_run,
     job_attempts,
+    log_metrics,
     log_text,
     prepare_experiment,
     reopen_parent_run,
@@ -166,7 +178,7 @@ class MlflowSweepCallback(Callback):
         for overrides, composed in jobs.composed:
             _check(composed, overrides)
         first = jobs.composed[0][1]
-        for key in ("enabled", "tracking_uri", "experiment_name", "resume"):
+        for key in ("enabled", "tracking_uri", "experiment_name", "resume", "sweep_figures"):
             if len({job.mlflow[key] for _, job in jobs.composed}) > 1:
                 raise ConfigError(f"mlflow.{key}", "a sweep", "one value for all jobs")
         if first.mlflow.resume and not first.mlflow.enabled:
@@ -196,7 +208,9 @@ class MlflowSweepCallback(Callback):
             if first.mlflow.resume:
                 print(f"resume: no job of this sweep ran in {first.mlflow.experiment_name!r} yet")
             name = f"{first.preset}-{started}"
-            tags |= {"git_commit": git_commit(), "preset": first.preset}
+            tags |= source_tags() | {"preset": first.preset}
+            tags[NOTE] = sweep_description(first.preset, sys.argv[1:])
+            describe_experiment(uri, experiment_id, preset_description(first.preset))
             parent, finished = start_parent_run(uri, experiment_id, name, tags), {}
             print(f"sweep {name}: {n_jobs} jobs, parent run {parent}")
         swept = swept_keys(jobs.overrides)
@@ -232,6 +246,8 @@ class MlflowSweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.sweep is not None:
             _summarize(SweepInfo.load(self.sweep_dir) or self.sweep)
+            if config.mlflow.sweep_figures:
+                _draw_figures(self.sweep)
         status = self._close()
         if self.untracked_dir and (self.untracked_dir / FAILED_JOBS).exists():
             status = "FAILED"
@@ -252,7 +268,7 @@ class MlflowSweepCallback(Callback):
             print(f"parent run {sweep.parent_run_id}: cannot be ended: {error}", flush=True)
             return "FAILED"
         print(f"parent run {sweep.parent_run_id}: {status}; browse with:")
-        print(f"  {browse_hint(sweep.tracking_uri)}", flush=True)
+        print(f"  {browse_hint(sweep.tracking_uri, sweep.experiment_id)}", flush=True)
         return status
 
 
@@ -314,12 +330,29 @@ def _summarize(sweep: SweepInfo) -> None:
         if not table:
             return
         text = summary.markdown(table)
+        log_metrics(sweep.tracking_uri, sweep.parent_run_id, summary.metrics(table))
         log_text(sweep.tracking_uri, sweep.parent_run_id, text, "summary.md")
         log_text(sweep.tracking_uri, sweep.parent_run_id, summary.csv_text(table), "summary.csv")
     except Exception as error:  # the store failed: the parent's end reports it
         print(f"no summary: {' '.join(str(error).split())}", flush=True)
         return
     print(f"test metrics over seeds (mean ± 95% interval, Student t):\n{text}", end="", flush=True)
+
+
+def _draw_figures(sweep: SweepInfo) -> None:
+    """Draw the sweep's figures onto its parent run (``python -m experiments.plots``, as a
+    process of its own: the app imports no figures module); if that fails, say so and how to
+    draw them again, and go on (the sweep's status does not depend on its figures)."""
+    again = ["python", "-m", "experiments.plots", "--sweep", sweep.parent_run_id]
+    again += ["--tracking-uri", sweep.tracking_uri]
+    with tempfile.TemporaryDirectory(prefix="bplab-sweep-figures-") as out:
+        command = [sys.executable, *again[1:], "--out", out, "--formats", "png"]
+        done = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_ROOT)
+    if done.returncode == 0:
+        print(f"figures: logged to parent run {sweep.parent_run_id} under figures/", flush=True)
+        return
+    lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+    print(f"figures: not drawn ({lines[-1]}); draw them with:\n  {shlex.join(again)}", flush=True)
 
 
 def _resume(

@@ -12,6 +12,7 @@ that fails is recorded as a FAILED run and the sweep goes on.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import signal
 import sys
 import time
@@ -33,15 +34,17 @@ from experiments.app.schema import register_configs
 from experiments.app.setup import ConfigError, Setup, build
 from experiments.app.sweep import SweepInfo, record_failed_job
 from experiments.app.target_check import refuse_foreign_targets
+from experiments.diagnostics.explosion import exploded_at, flag_tags
 from experiments.diagnostics.history import HISTORY_FILE, NORM_ARRAYS
 from experiments.diagnostics.recorder import DiagnosticsRecorder
 from experiments.diagnostics.theory import theory_callbacks
-from experiments.tracking.provenance import config_hash, flat_params, git_commit, run_name
+from experiments.tracking.provenance import config_hash, flat_params, run_name
 from experiments.tracking.run import RunTracker
 from experiments.tracking.store import TrackingError, browse_hint, default_tracking_uri
 
 register_configs()
 CONF = str(PROJECT_ROOT / "conf")  # absolute: the console script (module mode) finds it too
+RUN_FIGURES = "experiments.figures.run_figures:draw"  # by name: app imports no figures module
 
 
 @dataclass
@@ -53,6 +56,7 @@ class Outcome:
     seconds: float
     error: str | None = None
     test: dict[str, float] = field(default_factory=dict)  # test/loss (and test/accuracy)
+    experiment_id: str = ""  # the MLflow experiment of a tracked run
 
 
 def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = False) -> Outcome:
@@ -64,7 +68,7 @@ def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = Fals
     swept = sweep.swept_keys if sweep else []
     name = run_name(cfg, setup.hidden, setup.batch_size, swept)
     try:
-        tracker = _tracker(cfg, name, sweep)
+        tracker = _tracker(cfg, name, sweep, setup)
     except TrackingError as error:
         if sweep is None:
             raise  # a single run: main reports it; nothing was trained
@@ -81,6 +85,7 @@ def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = Fals
     # The writer process needs a core: with tracking on, numpy's BLAS gets one thread (as fast
     # for the suite's small nets; two threads starve the writer and slow training ~2x).
     blas_threads = 1 if tracker else None
+    initial_loss = _initial_val_loss(setup)
     try:
         with tracker or contextlib.nullcontext(), threadpool_limits(blas_threads):
             try:
@@ -103,19 +108,36 @@ def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = Fals
                     ):
                         _write_artifacts(folder, cfg, setup, recorder)
                 raise
+            recorder.record_profiles()
             test = _test_metrics(setup)
             if test:
                 recorder.record("test", result.steps, test)
+            chosen = {"summary/lr": cfg.optim.lr}  # the tuned lr in stage final
+            summary = {f"summary/{key.replace('/', '_')}": v for key, v in test.items()}
+            recorder.record_summary(result.steps, summary | chosen)
             if tracker:
-                tracker.set_tags(_divergence_tags(result.diverged_at_step))
+                exploded = exploded_at(recorder.history, initial_loss)
+                tracker.set_tags(
+                    flag_tags("diverged", result.diverged_at_step) | flag_tags("exploded", exploded)
+                )
+                if cfg.mlflow.run_figures:
+                    tracker.draw_after_end(RUN_FIGURES)
                 with tracker.artifact_folder() as folder:
                     _write_artifacts(folder, cfg, setup, recorder)
     except Exception as error:  # recorded as a FAILED run by the tracker; the caller decides
         why = _failure(error)
         return Outcome(name, "FAILED", None, None, time.perf_counter() - started, why)
     seconds = time.perf_counter() - started
+    experiment = tracker.experiment_id if tracker else ""
     return Outcome(
-        name, "FINISHED", result.diverged_at_step, result.last_epoch, seconds, None, test
+        name,
+        "FINISHED",
+        result.diverged_at_step,
+        result.last_epoch,
+        seconds,
+        None,
+        test,
+        experiment,
     )
 
 
@@ -141,16 +163,20 @@ def _test_metrics(setup: Setup) -> dict[str, float]:
     return {"test/loss": loss} | ({} if accuracy is None else {"test/accuracy": accuracy})
 
 
-def _divergence_tags(step: int | None) -> dict[str, str]:
-    tags = {"diverged": str(step is not None).lower()}
-    return tags if step is None else tags | {"diverged_at_step": str(step)}
+def _initial_val_loss(setup: Setup) -> float:
+    """The untrained net's loss on the validation split: what an exploding loss exceeds."""
+    data = setup.data
+    with np.errstate(all="ignore"):
+        return bpcore.evaluate(setup.net, data.x_val, data.y_val, setup.loss)[0]
 
 
-def _tracker(cfg: DictConfig, name: str, sweep: SweepInfo | None) -> RunTracker | None:
+def _tracker(
+    cfg: DictConfig, name: str, sweep: SweepInfo | None, setup: Setup
+) -> RunTracker | None:
     """The run's tracker, or None with ``mlflow.enabled=false``."""
     if not cfg.mlflow.enabled:
         return None
-    tags = {"git_commit": git_commit(), "preset": cfg.preset, "overrides": " ".join(_overrides())}
+    tags = {"preset": cfg.preset, "overrides": " ".join(_overrides())}
     tags |= {"config_hash": config_hash(cfg), "stage": cfg.stage}
     if sweep is not None:
         uri, parent = sweep.tracking_uri, sweep.parent_run_id
@@ -159,8 +185,21 @@ def _tracker(cfg: DictConfig, name: str, sweep: SweepInfo | None) -> RunTracker 
     else:  # the writer creates store and experiment: this process never imports MLflow
         uri, parent = default_tracking_uri(cfg.mlflow.tracking_uri), None
         experiment = {"name": cfg.mlflow.experiment_name}
-    params = flat_params(cfg)
+    params = flat_params(cfg) | _resolved_params(cfg, setup)
     return RunTracker(uri, experiment, name, parent_run_id=parent, params=params, tags=tags)
+
+
+def _resolved_params(cfg: DictConfig, setup: Setup) -> dict[str, str]:
+    """The values used where the config says "the dataset's default" (None): the data set's
+    rows and noise; and the lr the optimizer steps with (``optim.effective_lr``: ``optim.lr``
+    scaled with the batch size under ``train.lr_scaling``)."""
+    data = setup.data
+    noise = cfg.data.noise
+    if noise is None:
+        noise = inspect.signature(bpcore.DATASETS[cfg.data.name]).parameters["noise"].default
+    rows = len(data.x_train) + len(data.x_val) + len(data.x_test)
+    lr = setup.optimizer.lr
+    return {"data.n_samples": str(rows), "data.noise": str(noise), "optim.effective_lr": str(lr)}
 
 
 def _overrides() -> list[str]:
@@ -211,15 +250,16 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 
 
 def _outcome_line(outcome: Outcome) -> str:
+    """The run's name and outcome; accuracies as MLflow stores them, fractions in [0, 1]."""
     if outcome.status != "FINISHED":
         return f"{outcome.run_name}: {outcome.status} ({outcome.error})"
     if outcome.diverged_at_step is not None:
         return f"{outcome.run_name}: diverged at step {outcome.diverged_at_step}"
     last = outcome.last_epoch
     assert last is not None
-    accuracy = "" if last.val_accuracy is None else f", val/accuracy {last.val_accuracy:.1%}"
+    accuracy = "" if last.val_accuracy is None else f", val/accuracy {last.val_accuracy:.3f}"
     test = outcome.test.get("test/accuracy")
-    tested = "" if test is None else f", test/accuracy {test:.1%}"
+    tested = "" if test is None else f", test/accuracy {test:.3f}"
     line = f"{outcome.run_name}: val/loss {last.val_loss:.4g}{accuracy}{tested}"
     return f"{line} ({outcome.seconds:.1f} s)"
 
@@ -264,7 +304,7 @@ def app(cfg: DictConfig) -> None:
         sys.exit(1)
     if cfg.mlflow.enabled:
         uri = default_tracking_uri(cfg.mlflow.tracking_uri)
-        print(f"tracked in {uri}; browse it with:\n  {browse_hint(uri)}")
+        print(f"tracked in {uri}; browse it with:\n  {browse_hint(uri, outcome.experiment_id)}")
 
 
 def main() -> None:

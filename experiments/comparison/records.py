@@ -36,17 +36,20 @@ class Record:
 
 
 REPLICATE_KEYS = ("seed",)  # runs that differ only in these are repeats of one config
+DERIVED_KEYS = ("optim.effective_lr",)  # params that follow from others: never a config's
+RESOLVED_KEYS = ("data.n_samples", "data.noise")  # the dataset's defaults when not set
 ACTIVATION_KEY = "activation.name"
 LR_KEY = "optim.lr"
 
 
 def config_keys(params: Sequence[Mapping[str, str]]) -> list[str]:
-    """The params that vary across runs (seeds excepted), the activation first and the
-    learning rate last, leaving out keys determined by the keys before them
-    (``activation.alpha`` follows from the activation; a tuned lr from its config)."""
-    keys = sorted({k for p in params for k in p} - set(REPLICATE_KEYS))
+    """The params that vary across runs (seeds and derived params excepted), the activation
+    first and the learning rate last, leaving out keys determined by the keys before them
+    (``activation.alpha`` follows from the activation; a tuned lr from its config; a
+    dataset's default size and noise from the dataset, so those come after the other keys)."""
+    keys = sorted({k for p in params for k in p} - {*REPLICATE_KEYS, *DERIVED_KEYS})
     varying = [k for k in keys if len({p.get(k, "") for p in params}) > 1]
-    varying.sort(key=lambda k: (k != ACTIVATION_KEY, k == LR_KEY, k))
+    varying.sort(key=lambda k: (k != ACTIVATION_KEY, k in RESOLVED_KEYS, k == LR_KEY, k))
     kept: list[str] = []
     for key in varying:
         seen: dict[tuple[str, ...], str] = {}

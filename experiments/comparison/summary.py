@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -111,6 +112,20 @@ def markdown(table: Sequence[Row]) -> str:
         )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def metrics(table: Sequence[Row]) -> dict[str, float]:
+    """The table as MLflow metrics of the sweep's parent run, grouped by config:
+    ``summary/<values>/test_accuracy`` (fraction), ``…/test_loss``, ``…/lr``, where ``<values>``
+    are the config's values joined by ``-`` (``relu-3``), and ``summary/configs``."""
+    out = {"summary/configs": float(len(table))}
+    for row in table:
+        name = "-".join(value for _, value in row.config) or "all"
+        name = re.sub(r"[^\w.\- ]", "_", name)[:200]
+        out[f"summary/{name}/lr"] = row.lr
+        out[f"summary/{name}/test_accuracy"] = row.test_accuracy.mean
+        out[f"summary/{name}/test_loss"] = row.test_loss.mean
+    return out
 
 
 def csv_text(table: Sequence[Row]) -> str:

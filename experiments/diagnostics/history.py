@@ -14,7 +14,8 @@ from numpy.typing import NDArray
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
-SCHEMA_VERSION = 2  # 2: histogram edges per recorded step
+SCHEMA_VERSION = 3  # 2: histogram edges per recorded step; 3: the output layer's keys …/output
+OUTPUT_TAG = "output"  # the last layer's key suffix (hidden layers: layer_01, layer_02, …)
 HISTORY_FILE = "history.npz"  # the run artifact holding a History
 # MLP attributes a run's model.npz holds beside W0, b0, …: "gammas0", "running_vars2", …
 NORM_ARRAYS = ("gammas", "betas", "running_means", "running_vars")
@@ -80,9 +81,10 @@ class History:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write an ``.npz``: ``step``/``epoch_step`` int64 steps, one float64 array per metric
-        family (``grad_norm``: (n, L), column j = layer j + 1; ``train/loss`` → ``train_loss``:
-        (n,)), histograms as ``hist_step``, ``hist_<kind>_edges``, ``hist_<kind>_counts``, and
-        a JSON ``meta`` (schema_version, n_layers, metric_keys, key → [array, column]).
+        family (``grad_norm``: (n, L), column j = layer j + 1, the last ``grad_norm/output``;
+        ``train/loss`` → ``train_loss``: (n,)), histograms as ``hist_step``,
+        ``hist_<kind>_edges``, ``hist_<kind>_counts``, and a JSON ``meta`` (schema_version,
+        n_layers, metric_keys, key → [array, column]).
         """
         arrays: dict[str, NDArray[Any]] = {}
         columns: dict[str, tuple[str, int | None]] = {}
@@ -94,10 +96,11 @@ class History:
             matrix = np.stack(self._rows[family])
             groups: dict[str, list[int]] = {}
             for j, key in enumerate(keys):
-                head, sep, _ = key.rpartition("/layer_")
-                name = head if sep else key.replace("/", "_")
+                head, _, tail = key.rpartition("/")
+                layered = tail.startswith("layer_") or tail == OUTPUT_TAG
+                name = head if layered else key.replace("/", "_")
                 cols = groups.setdefault(name, [])
-                columns[key] = (name, len(cols) if sep else None)
+                columns[key] = (name, len(cols) if layered else None)
                 cols.append(j)
             for name, cols in groups.items():
                 layered = columns[keys[cols[0]]][1] is not None
@@ -122,12 +125,13 @@ class History:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> History:
-        """Read a file written by ``save`` (no pickles); schema 1 files (one set of histogram
-        edges for all steps) still load."""
+        """Read a file written by ``save`` (no pickles).  Older files still load: schema 1 (one
+        set of histogram edges for all steps), schema ≤ 2 (the output layer's keys named by
+        its number, ``grad_norm/layer_04`` of a depth-3 net: renamed ``grad_norm/output``)."""
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
         meta = json.loads(str(arrays["meta"]))
-        if meta["schema_version"] not in (1, SCHEMA_VERSION):
+        if meta["schema_version"] not in (1, 2, SCHEMA_VERSION):
             raise ValueError(f"{path}: schema {meta['schema_version']}, expected {SCHEMA_VERSION}")
         history = cls(meta["n_layers"])
         for family, info in meta["families"].items():
@@ -136,6 +140,8 @@ class History:
             for j, key in enumerate(keys):
                 name, col = meta["columns"][key]
                 matrix[:, j] = arrays[name] if col is None else arrays[name][:, col]
+            if meta["schema_version"] < 3:
+                keys = [_output_alias(key, meta["n_layers"]) for key in keys]
             history._keys[family], history._steps[family] = keys, steps.tolist()
             history._rows[family] = list(matrix)
         if meta["histogram_kinds"]:
@@ -147,3 +153,10 @@ class History:
                 history._hist_edges[kind] = list(edges)
                 history._hist_counts[kind] = list(arrays[f"hist_{kind}_counts"])
         return history
+
+
+def _output_alias(key: str, n_layers: int | None) -> str:
+    """A schema ≤ 2 key with the output layer's number (``grad_norm/layer_04`` of 4 layers) as
+    it is named now (``grad_norm/output``); any other key unchanged."""
+    head, _, tail = key.rpartition("/")
+    return f"{head}/{OUTPUT_TAG}" if n_layers and tail == f"layer_{n_layers:02d}" else key

@@ -18,7 +18,8 @@ gradient was taken at (W − ΔW), i.e. one more forward + backward pass over n_
 per logged step:
 
     train/full_loss                the training-set loss there (steps to a target loss)
-    full_bias_grad_norm/layer_XX   ‖∂C/∂bˡ‖ of the training-set mean (Nielsen ch. 5's measure)
+    full_bias_grad_norm/layer_XX   ‖∂C/∂bˡ‖ of the training-set mean (Nielsen ch. 5's measure;
+                                   …/output for the output layer)
     noise/grad_sq_small            |G_B|², the step's minibatch gradient (every parameter)
     noise/grad_sq_big              |G_n|², the training-set gradient
     noise/B_simple                 McCandlish et al.'s tr(Σ)/|G|² over the last NOISE_WINDOW
@@ -111,7 +112,10 @@ class FullGradient(bpcore.Callback):
             before.params = params
             loss, full = before.loss_and_grads(self.data.x_train, self.data.y_train, self.loss)
         metrics = {"train/full_loss": loss}
-        metrics |= {f"full_bias_grad_norm/{layer_tag(l)}": norm(b) for l, b in enumerate(full.db)}
+        L = len(full.db)
+        metrics |= {
+            f"full_bias_grad_norm/{layer_tag(l, L)}": norm(b) for l, b in enumerate(full.db)
+        }
         small, big = _squared_norm(report.bp), _squared_norm(full)
         self._window.append((small, big, len(report.bp.zs[0])))
         metrics["noise/grad_sq_small"], metrics["noise/grad_sq_big"] = small, big

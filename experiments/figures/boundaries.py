@@ -91,37 +91,42 @@ def has_models(data: Data) -> bool:
 def decision_boundaries(data: Data) -> Built:
     """Each 2-D classifier's class probabilities on the input plane (colour mixed by
     probability, lines where the predicted class changes) with its training points."""
-    from matplotlib.colors import to_rgb
-
     panels = [(c, r) for c, r in data.panels if r.run_id in data.models]
     fig, axes = style.grid(len(panels), 1.55)
     for ax, (config, run) in zip(axes, panels, strict=True):
-        surface = decision_surface(data.models[run.run_id], run_dataset(run.params))
-        k = surface.proba.shape[-1]
-        colours = np.array([to_rgb(style.PALETTE[i % len(style.PALETTE)]) for i in range(k)])
-        light = 0.55 + 0.45 * colours  # the background: pale class colours
-        extent = (surface.gx[0], surface.gx[-1], surface.gy[0], surface.gy[-1])
-        ax.imshow(
-            surface.proba @ light,
-            origin="lower",
-            extent=extent,
-            aspect="auto",
-            interpolation="bilinear",
-        )
-        predicted = surface.proba.argmax(axis=-1)
-        ax.contour(
-            surface.gx,
-            surface.gy,
-            predicted,
-            levels=np.arange(k - 1) + 0.5,
-            colors="0.2",
-            linewidths=0.6,
-        )
-        ax.scatter(*surface.x.T, c=colours[surface.y], s=2.5, linewidths=0, rasterized=True)
+        draw_surface(ax, decision_surface(data.models[run.run_id], run_dataset(run.params)))
         accuracy = final_value(data.histories[run.run_id], "val/accuracy")
         ax.set_title(f"{config_label(data.keys, config)}\nval accuracy {accuracy:.0%}", fontsize=7)
-        ax.set(xticks=[], yticks=[])
     fig.supxlabel("input x₁")
     fig.supylabel("input x₂")
     shown = [r for _, r in panels]
     return fig, shown, ["val/accuracy"]
+
+
+def draw_surface(ax: Any, surface: Surface) -> None:
+    """Class probabilities as colour (mixed by probability), lines where the predicted class
+    changes, and the training points."""
+    from matplotlib.colors import to_rgb
+
+    k = surface.proba.shape[-1]
+    colours = np.array([to_rgb(style.PALETTE[i % len(style.PALETTE)]) for i in range(k)])
+    light = 0.55 + 0.45 * colours  # the background: pale class colours
+    extent = (surface.gx[0], surface.gx[-1], surface.gy[0], surface.gy[-1])
+    ax.imshow(
+        surface.proba @ light,
+        origin="lower",
+        extent=extent,
+        aspect="auto",
+        interpolation="bilinear",
+    )
+    predicted = surface.proba.argmax(axis=-1)
+    ax.contour(
+        surface.gx,
+        surface.gy,
+        predicted,
+        levels=np.arange(k - 1) + 0.5,
+        colors="0.2",
+        linewidths=0.6,
+    )
+    ax.scatter(*surface.x.T, c=colours[surface.y], s=2.5, linewidths=0, rasterized=True)
+    ax.set(xticks=[], yticks=[])

@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from bpcore import ACTIVATIONS
 from experiments.comparison import records
 from experiments.comparison.records import ACTIVATION_KEY
-from experiments.diagnostics.history import FloatArray, History, IntArray
+from experiments.diagnostics.history import OUTPUT_TAG, FloatArray, History, IntArray
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -114,10 +114,17 @@ def runs_with(data: Data, key: str) -> list[RunInfo]:
 
 
 def family_keys(data: Data, runs: Sequence[RunInfo], *families: str) -> list[str]:
-    """The ``family/layer_XX`` keys of ``families`` that ``runs`` recorded."""
-    prefixes = tuple(f"{f}/layer_" for f in families)
-    keys = {k for r in runs for k in data.histories[r.run_id].keys if k.startswith(prefixes)}
+    """The ``family/layer_XX`` and ``family/output`` keys of ``families`` that ``runs``
+    recorded."""
+    keys = {k for r in runs for k in data.histories[r.run_id].keys if _layer_of(k, families)}
     return sorted(keys)
+
+
+def _layer_of(key: str, families: Sequence[str]) -> str | None:
+    """``layer_XX`` or ``output`` if ``key`` is a per-layer key of one of ``families``."""
+    family, _, tail = key.rpartition("/")
+    layered = tail.startswith("layer_") or tail == OUTPUT_TAG
+    return tail if family in families and layered else None
 
 
 # ------------------------------------------------------------------------------------ configs
@@ -214,12 +221,17 @@ def spans_decades(arrays: Iterable[NDArray[np.floating[Any]]], decades: float = 
 
 
 def per_layer_over_time(history: History, family: str) -> tuple[IntArray, IntArray, FloatArray]:
-    """(steps, layers (1-based), matrix (layers × steps)) of a ``family/layer_XX`` family."""
-    prefix = f"{family}/layer_"
-    keys = sorted(k for k in history.keys if k.startswith(prefix))
+    """(steps, layers (1-based), matrix (layers × steps)) of a ``family/layer_XX`` family; its
+    ``family/output`` key, if recorded, is the last layer (number ``history.n_layers``)."""
+    found = [k for k in history.keys if _layer_of(k, [family]) not in (None, OUTPUT_TAG)]
+    hidden = sorted(found, key=lambda k: int(k.rpartition("_")[2]))  # layer_09 < layer_100
+    numbers = [int(k.rpartition("_")[2]) for k in hidden]
+    keys, output = hidden, f"{family}/{OUTPUT_TAG}"
+    if output in history.keys:
+        keys, numbers = [*hidden, output], [*numbers, history.n_layers or len(hidden) + 1]
     if not keys:
         raise KeyError(f"no {family!r} metrics recorded")
-    layers = np.array([int(k.removeprefix(prefix)) for k in keys], dtype=np.int64)
+    layers = np.array(numbers, dtype=np.int64)
     steps = history.series(keys[0])[0]
     matrix = np.stack([history.series(k)[1] for k in keys])
     return steps, layers, matrix

@@ -137,7 +137,7 @@ def theory_overlay(data: Data) -> Built:
     fig.supxlabel("hidden layer l (1 = input side)")
     fig.supylabel(f"{BIAS_GRAD} at step 0")
     depth = max((data.histories[r.run_id].n_layers or 1) for r in shown) if shown else 1
-    keys = [f"bias_grad_norm/{layer_tag(l)}" for l in range(depth - 1)] + [CHI1]
+    keys = [f"bias_grad_norm/{layer_tag(l, depth)}" for l in range(depth - 1)] + [CHI1]
     return fig, shown, keys
 
 

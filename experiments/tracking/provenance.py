@@ -1,10 +1,13 @@
-"""What a run is called and where it came from: run names, flattened params, git commit."""
+"""What a run is called and where it came from: run names, flattened params, git commit,
+MLflow's source tags and a sweep's description."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import subprocess
+import sys
 from functools import cache
 from typing import Any
 
@@ -16,25 +19,36 @@ DEFAULTS = {"init": "xavier_normal", "data": "spirals", "optim": "sgd", "train.l
 
 
 NAMED = ("activation", "model.depth", "model.width", "model.hidden", "train.batch_size", "seed")
+SWEPT_FIRST = " · "  # between the parts a sweep varies and the rest
 
 
 def run_name(cfg: DictConfig, hidden: list[int], batch_size: int, swept: list[str]) -> str:
-    """The config at a glance, e.g. ``relu-d8-w64-b32-s0``.  Non-default choices and the other
-    keys a sweep varies are appended: ``-he_normal-sawtooth-adam-linear-lr=0.01``."""
+    """The config at a glance, e.g. ``relu-d8-w64-b32-s0``, plus non-default choices and the
+    other keys a sweep varies (``relu-d8-w64-b32-he_normal-adam-lr=0.01-s0``; the seed last).
+    The parts a sweep varies come first, so that a cut name still tells its runs apart:
+    ``b800-linear-s1 · tanh-d3-w32``."""
     widths = sorted(set(hidden))
     width = str(widths[0]) if len(widths) == 1 else "x".join(map(str, hidden))
-    parts = [cfg.activation.name, f"d{len(hidden)}", f"w{width}", f"b{batch_size}", f"s{cfg.seed}"]
+    parts = [  # (text, the keys that set it)
+        (cfg.activation.name, ("activation",)),
+        (f"d{len(hidden)}", ("model.depth", "model.hidden")),
+        (f"w{width}", ("model.width", "model.hidden", "model.param_budget")),
+        (f"b{batch_size}", ("train.batch_size",)),
+    ]
     choices = {
         "init": cfg.init.name,
         "data": cfg.data.name,
         "optim": cfg.optim.name,
         "train.lr_scaling": cfg.train.lr_scaling,
     }
-    parts += [value for key, value in choices.items() if value != DEFAULTS[key]]
+    parts += [(v, (k,)) for k, v in choices.items() if v != DEFAULTS[k] or k in swept]
     for key in swept:
         if key not in (*NAMED, *choices):
-            parts.append(f"{key.rsplit('.', 1)[-1]}={OmegaConf.select(cfg, key)}")
-    return "-".join(parts)
+            parts.append((f"{key.rsplit('.', 1)[-1]}={OmegaConf.select(cfg, key)}", (key,)))
+    parts.append((f"s{cfg.seed}", ("seed",)))
+    first = [text for text, keys in parts if set(keys) & set(swept)]
+    rest = [text for text, keys in parts if not set(keys) & set(swept)]
+    return SWEPT_FIRST.join("-".join(texts) for texts in (first, rest) if texts)
 
 
 def flat_params(cfg: DictConfig) -> dict[str, str]:
@@ -60,6 +74,40 @@ def _flatten(node: Any, prefix: str) -> list[tuple[str, str]]:
     if isinstance(node, dict):
         return [item for k, v in node.items() for item in _flatten(v, f"{prefix}{k}.")]
     return [(prefix[:-1], str(node))]
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's standard tags for where a run came from (the UI's Source and Version columns):
+    the command, ``LOCAL``, the git commit; and ``git_dirty`` (true: the checkout had
+    uncommitted changes).  No commit tags outside a git checkout."""
+    tags = {"mlflow.source.name": sys.argv[0], "mlflow.source.type": "LOCAL"}
+    commit, _, dirty = git_commit().partition("-")
+    if commit == "unknown":
+        return tags
+    return tags | {"mlflow.source.git.commit": commit, "git_dirty": str(bool(dirty)).lower()}
+
+
+NO_PRESET = "Runs of `python -m experiments.train` without a preset (experiment=…)."
+
+
+def preset_description(preset: str) -> str:
+    """What a preset compares and why: the comment heading ``conf/experiment/<preset>.yaml``,
+    as one paragraph."""
+    path = PROJECT_ROOT / "conf" / "experiment" / f"{preset}.yaml"
+    if not path.is_file():
+        return NO_PRESET
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    return " ".join(line for line in lines if line != "@package _global_")
+
+
+def sweep_description(preset: str, arguments: list[str]) -> str:
+    """A sweep's description (its parent run's, in MLflow): the preset's, and the command."""
+    command = shlex.join(["python", "-m", "experiments.train", *arguments])
+    return f"{preset_description(preset)}\n\nLaunched with: `{command}`"
 
 
 @cache

@@ -34,6 +34,7 @@ from types import TracebackType
 from typing import Any
 
 from experiments import PROJECT_ROOT
+from experiments.tracking.provenance import source_tags
 from experiments.tracking.store import TrackingError, check_tracking_uri, fail_run
 from experiments.tracking.writer import KILL_GRACE
 
@@ -116,12 +117,13 @@ class RunTracker:
         tags: dict[str, str],
     ) -> None:
         check_tracking_uri(uri)
-        tags = {"mlflow.source.name": sys.argv[0], "mlflow.source.type": "LOCAL", **tags}
+        tags = {**source_tags(), **tags}
         if parent_run_id is not None:
             tags["mlflow.parentRunId"] = parent_run_id
         self.run_name = run_name
         self._uri = uri
         self._run_id = ""
+        self.experiment_id = ""  # once the writer has created the run
         self._artifact_dir: str | None = None  # the run's folder in a local artifact store
         self._error = ""
         self._done = self._ended = False
@@ -145,7 +147,7 @@ class RunTracker:
         except (EOFError, OSError):
             kind, value = "error", [WRITER_DIED]
         if kind == "ready":
-            self._run_id, self._artifact_dir = value
+            self._run_id, self._artifact_dir, self.experiment_id = value
         elif kind == "done":
             self._done = True
         else:  # the writer exits after an error: the next run needs a new one
@@ -190,6 +192,12 @@ class RunTracker:
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self._send(("tags", {k: str(v) for k, v in tags.items()}))
+
+    def draw_after_end(self, target: str) -> None:
+        """Have the writer call ``target`` ("module:function", see
+        ``experiments.tracking.writer``) on the run's files once it has ended FINISHED, and
+        log the figures it writes: off the training path.  Send before ``artifact_folder``."""
+        self._send(("draw", target))
 
     @contextlib.contextmanager
     def artifact_folder(self, wait: float = READY_SECONDS) -> Iterator[Path]:

@@ -47,6 +47,7 @@ _CHILDREN = "tags.mlflow.parentRunId IS NOT NULL"
 _CHECK_URI = "check --tracking-uri or $MLFLOW_TRACKING_URI"
 _SQLITE_HEADER = b"SQLite format 3\x00"  # the first bytes of every sqlite database file
 LOCK_SECONDS = 60.0  # to wait for another process to create or migrate a sqlite store
+NOTE = "mlflow.note.content"  # MLflow's tag for the description of a run or an experiment
 
 
 class TrackingError(RuntimeError):
@@ -382,6 +383,15 @@ def log_text(uri: str, run_id: str, text: str, path: str) -> None:
     mlflow_client(uri).log_text(run_id, text, path)
 
 
+def log_metrics(uri: str, run_id: str, metrics: dict[str, float]) -> None:
+    """Log ``metrics`` to the run at step 0 (one call)."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [Metric(k, v, now, 0) for k, v in metrics.items()]
+    mlflow_client(uri).log_batch(run_id, metrics=batch)
+
+
 def set_tags(uri: str, run_id: str, tags: dict[str, str]) -> None:
     """Set the run's ``tags`` (one call)."""
     from mlflow.entities import RunTag
@@ -389,11 +399,29 @@ def set_tags(uri: str, run_id: str, tags: dict[str, str]) -> None:
     mlflow_client(uri).log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
 
-def browse_hint(uri: str) -> str:
-    """How to look at the runs in ``uri``: the server's own UI, or a local one on the store."""
+LOCAL_UI = "http://127.0.0.1:5000"  # where ``mlflow ui`` serves by default
+
+
+def runs_url(ui: str, experiment_id: str) -> str:
+    """The runs table of an experiment in MLflow's UI at ``ui`` (MLflow 3.17 opens in its GenAI
+    mode, on a traces overview, unless the link asks for the runs)."""
+    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def browse_hint(uri: str, experiment_id: str) -> str:
+    """How to look at the experiment's runs in ``uri``: the server's own UI, or a local one on
+    the store, opened on the runs table."""
     if uri.lower().startswith("http"):
-        return f"open {uri} in a browser"
-    return f"mlflow ui --backend-store-uri {uri}"
+        return f"open {runs_url(uri, experiment_id)}"
+    return f"mlflow ui --backend-store-uri {uri}\n  then open {runs_url(LOCAL_UI, experiment_id)}"
+
+
+def describe_experiment(uri: str, experiment_id: str, text: str) -> None:
+    """Give the experiment the description ``text`` (MLflow's experiment tag
+    ``mlflow.note.content``) unless it has one: a description edited in the UI is kept."""
+    client = mlflow_client(uri)
+    if NOTE not in client.get_experiment(experiment_id).tags:
+        client.set_experiment_tag(experiment_id, NOTE, text)
 
 
 def search_all(search: Any, *args: Any, **kwargs: Any) -> list[Any]:

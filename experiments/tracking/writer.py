@@ -11,11 +11,13 @@ runs of that process (a sweep's jobs) reuse it.  It imports MLflow (≈ 2 s) whi
 starts.  Requests arrive on stdin, replies leave on the original stdout (fd 1 then points to
 stderr, so nothing MLflow prints can corrupt them):
 
-    ("run", uri, experiment, name, params, tags)  → ("ready", run_id, local artifact folder)
+    ("run", uri, experiment, name, params, tags)  → ("ready", run_id, local artifact folder,
+                                                      experiment id)
     ("keys", key_id, keys)                         the keys of later "metrics" with key_id
     ("metrics", key_id, step, timestamp_ms, values)
     ("tags", {key: value})
     ("artifacts", folder)                          upload, then remove, a temporary folder
+    ("draw", "module:function")                    once the run has ended FINISHED
     ("end", status, deadline)                      → ("done", unwritten points)
     ("hurry", deadline)                            Ctrl-C while the training side waits
 
@@ -32,16 +34,24 @@ seconds of writing.  Each run it creates gets the tag ``owner`` (``experiments.t
 should both processes die at once, the next command on the store ends the run FAILED.  A
 store error is reported as ("error", message); the writer then marks the run FAILED and exits
 (the next run starts a new one).
+
+"draw" names a function ``f(artifact folder, params, out folder)`` that writes the run's
+figures: after replying "done" the writer calls it on the run's files and logs what it
+wrote under ``figures/``, while the training process goes on (a failure only sets the run's
+tag ``figures_error``).  The writer imports the function by name: tracking imports nothing
+of the figures package.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import queue
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -162,12 +172,28 @@ def end_run(metrics: Metrics, status: str) -> None:
     metrics.client.set_terminated(metrics.run_id, status)
 
 
+def draw_figures(
+    client: Any, run_id: str, target: str, folder: str, params: dict[str, str]
+) -> None:
+    """Call ``target`` ("module:function") on the ended run's artifact ``folder`` and log the
+    figures it writes under ``figures/``; a failure becomes the tag ``figures_error``."""
+    try:
+        module, _, name = target.partition(":")
+        draw = getattr(importlib.import_module(module), name)
+        with tempfile.TemporaryDirectory(prefix="bplab-figures-") as out:
+            draw(Path(folder), params, Path(out))
+            client.log_artifacts(run_id, out, "figures")
+    except Exception as e:
+        with contextlib.suppress(Exception):
+            client.set_tag(run_id, "figures_error", f"{type(e).__name__}: {e}"[:5000])
+
+
 def write_run(request: Message, inbox: Inbox, reply: Connection) -> bool:
     """Create one run and write it until its "end"; False: stop serving (EOF or an error)."""
     from mlflow.entities import Param, RunTag
 
     uri, experiment, name, params, tags = request
-    run_id = None
+    run_id = uploaded = None
     try:
         client = mlflow_client(uri)
         experiment_id = experiment.get("id") or prepare_experiment(uri, experiment["name"])
@@ -175,8 +201,10 @@ def write_run(request: Message, inbox: Inbox, reply: Connection) -> bool:
         info = client.create_run(experiment_id, run_name=name, tags=tags).info
         run_id = info.run_id
         client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
-        reply.send(("ready", run_id, local_folder(info.artifact_uri, uri)))
+        folder = local_folder(info.artifact_uri, uri)
+        reply.send(("ready", run_id, folder, experiment_id))
         metrics = Metrics(client, run_id, inbox)
+        drawing = ""  # "module:function" drawing the run's figures once it has ended
         while True:
             message = inbox.get(timeout=LULL_SECONDS if metrics.pending else None)
             if message is None:  # the training process is gone
@@ -195,14 +223,24 @@ def write_run(request: Message, inbox: Inbox, reply: Connection) -> bool:
             elif kind == "tags":
                 metrics.write(everything=True)
                 client.log_batch(run_id, tags=[RunTag(k, v) for k, v in args[0].items()])
+            elif kind == "draw":
+                drawing = args[0]
             elif kind == "artifacts":
                 metrics.write(everything=True)
                 client.log_artifacts(run_id, args[0])
-                shutil.rmtree(args[0], ignore_errors=True)
+                if drawing and folder is None:  # a server's store: kept for the figures
+                    uploaded = folder = args[0]
+                else:
+                    shutil.rmtree(args[0], ignore_errors=True)
             elif kind == "end":
                 end_run(metrics, args[0])
                 reply.send(("done", metrics.unwritten))
                 inbox.deadline = None  # served: the next run has all the time it needs
+                finished = args[0] == "FINISHED" and not metrics.unwritten
+                if drawing and finished and folder is not None:
+                    draw_figures(client, run_id, drawing, folder, params)
+                if uploaded is not None:
+                    shutil.rmtree(uploaded, ignore_errors=True)
                 return True
     except Exception as e:
         if run_id is not None:

@@ -1,0 +1,107 @@
+"""A run's own small figures, logged under ``figures/`` of the run: ``profile.png`` (the
+gradient-vs-layer profile at initialization and at the end), ``loss.png`` (loss curves) and,
+for a 2-D classifier, ``boundary.png`` (its decision boundary).
+
+They are drawn off the training path: the training app asks the run's MLflow writer process
+to call ``draw`` (by name, ``experiments.app.train.RUN_FIGURES``) once the run has ended,
+while the training process goes on with its next run.  Small PNGs at 100 dpi.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from experiments.diagnostics.history import HISTORY_FILE, History
+from experiments.figures import style
+from experiments.figures.boundaries import (
+    MODEL_FILE,
+    decision_surface,
+    draw_surface,
+    load_model,
+    run_dataset,
+)
+from experiments.figures.common import BATCH_LOSS_KEY, LOSS_KEYS, STEP, positive, spans_decades
+from experiments.figures.gradients import GRAD_NORM
+
+DPI = 100
+SIZE = (3.4, 2.4)  # inches
+PROFILES = {"grad_norm": GRAD_NORM, "delta_norm": r"$\Vert\delta^l\Vert_F$"}
+WHEN = {"init": "--", "final": "-"}  # profile → line style
+
+
+def draw(folder: Path, params: Mapping[str, str], out: Path) -> list[Path]:
+    """Write the run's figures into ``out``, from its artifact ``folder`` (``history.npz``,
+    ``model.npz``) and its MLflow ``params``; return their paths."""
+    style.apply()
+    history = History.load(folder / HISTORY_FILE)
+    figures = {"profile": profile_figure(history), "loss": loss_figure(history)}
+    if (folder / MODEL_FILE).is_file():
+        boundary = boundary_figure(folder / MODEL_FILE, params)
+        if boundary is not None:
+            figures["boundary"] = boundary
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, fig in figures.items():
+        paths.append(out / f"{name}.png")
+        fig.savefig(paths[-1], dpi=DPI)
+    return paths
+
+
+def small_figure(width: float, height: float) -> tuple[Any, Any]:
+    """A figure of one panel with fixed margins: constrained layout would double the drawing
+    time of such a small figure."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(left=0.2, right=0.96, bottom=0.18, top=0.88)
+    return fig, fig.subplots()
+
+
+def profile_figure(history: History) -> Any:
+    """‖∂L/∂Wˡ‖ and ‖δˡ‖ against the hidden layer, at initialization (--) and at the end (—)."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = small_figure(*SIZE)
+    drawn = []
+    for (family, label), colour in zip(PROFILES.items(), style.PALETTE, strict=False):
+        for when, linestyle in WHEN.items():
+            key = f"profile/{family}_{when}"
+            if key in history.keys:
+                layers, values = history.series(key)
+                drawn.append(positive(values))
+                ax.plot(layers, drawn[-1], linestyle, color=colour, marker="o", ms=3)
+                ax.plot([], [], linestyle, color=colour, label=f"{label} ({when})")
+    if any((values > 0).any() for values in drawn):
+        ax.set_yscale("log")
+    ax.set(xlabel="hidden layer l (1 = input side)", title="gradient flow")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=6, loc="upper right")
+    return fig
+
+
+def loss_figure(history: History) -> Any:
+    """The epoch losses (train, val) and the minibatch loss on the recorded steps."""
+    fig, ax = small_figure(*SIZE)
+    curves = [key for key in (BATCH_LOSS_KEY, *LOSS_KEYS) if key in history.keys]
+    series = {key: history.series(key) for key in curves}
+    for key, (steps, values) in series.items():
+        faint = key == BATCH_LOSS_KEY
+        ax.plot(steps, values, label=key, alpha=0.4 if faint else 1.0, lw=0.8 if faint else 1.2)
+    if spans_decades([values for _, values in series.values()]):
+        ax.set_yscale("log")
+    ax.set(xlabel=STEP, ylabel="loss", title="loss")
+    ax.legend(fontsize=6, loc="upper right")
+    return fig
+
+
+def boundary_figure(model: Path, params: Mapping[str, str]) -> Any | None:
+    """The trained net's decision boundary on its data set; None unless 2-D classification."""
+    data = run_dataset(params)
+    if data.n_features != 2 or data.task != "classification":
+        return None
+    fig, ax = small_figure(SIZE[1], SIZE[1])
+    draw_surface(ax, decision_surface(load_model(model, params), data))
+    ax.set(title="decision boundary", xlabel="input x₁", ylabel="input x₂")
+    return fig
