@@ -35,6 +35,7 @@ from experiments.app.sweep import SweepInfo
 from experiments.app.target_check import refuse_foreign_targets
 from experiments.diagnostics.history import HISTORY_FILE, NORM_ARRAYS
 from experiments.diagnostics.recorder import DiagnosticsRecorder
+from experiments.diagnostics.signal import SignalPropagation
 from experiments.diagnostics.theory import theory_callbacks
 from experiments.tracking.provenance import config_hash, flat_params, git_commit, run_name
 from experiments.tracking.run import RunTracker
@@ -74,6 +75,7 @@ def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = Fals
     every = cfg.log.every_n_steps if cfg.log.full_gradient else None
     callbacks = [
         recorder,
+        SignalPropagation(recorder.record),
         *theory_callbacks(setup.net, setup.data, setup.loss, recorder.record, every),
     ]
     if progress:
