@@ -212,5 +212,5 @@ def test_final_accuracy_shows_each_configs_mean_over_seeds(remedy_runs: Data) ->
         for r in (False, True)
     )
     np.testing.assert_allclose(means, expected, rtol=1e-12)
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["residual=False", "residual=True"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["plain", "residual=True"]
     assert style.render(fig, ["png"])["png"].startswith(b"\x89PNG")

@@ -1,6 +1,7 @@
 """``final_accuracy``: each config's test accuracy at the end, the sweep's summary table as a
 figure: the mean over seeds with its 95% Student-t interval (seaborn; the summary's rule, no
-interval from fewer than 2 seeds), each seed a dot, diverged seeds left out as in the table.
+interval from fewer than 2 seeds; cut at 100%), each seed a dot, diverged seeds left out as in
+the table (a note where every seed diverged).
 One row per config of the keys after the activation, a colour per activation (when the
 activation and something else vary), else one row per config."""
 
@@ -14,6 +15,7 @@ from experiments.figures.common import Built, Data, final_value, group_runs, run
 from experiments.figures.signal import split_config
 
 TEST_ACCURACY = "test/accuracy"
+DODGE = 0.5  # the rows' height the hues spread over
 
 
 def has_test_accuracy(data: Data) -> bool:
@@ -34,12 +36,13 @@ def final_accuracy(data: Data) -> Built:
     import pandas as pd
     import seaborn as sns
 
-    runs = [r for r in runs_with(data, TEST_ACCURACY) if not r.diverged]
+    runs = runs_with(data, TEST_ACCURACY)
     rows = []
     for config, group in group_runs(runs, data.keys).items():
         activation, line = split_config(data.keys, config)
         for run in group:
             accuracy = 100 * final_value(data.histories[run.run_id], TEST_ACCURACY)
+            accuracy = math.nan if run.diverged else accuracy  # left out, as in the table
             rows.append({"hue": activation or "all", "config": line, "accuracy": accuracy})
     frame = pd.DataFrame(rows, columns=["hue", "config", "accuracy"])
     hues = list(dict.fromkeys(frame["hue"]))
@@ -58,11 +61,20 @@ def final_accuracy(data: Data) -> Built:
     sns.pointplot(
         frame,
         errorbar=t_interval,
-        dodge=0.5 if dodge else False,
+        dodge=DODGE if dodge else False,
         linestyle="none",
         **point_kw,
         **kw,
     )
+    ax.set_xlim(right=min(ax.get_xlim()[1], 101))  # an interval past 100% is cut there
+    lost = frame.groupby(["config", "hue"], sort=False)["accuracy"].count()
+    configs = list(dict.fromkeys(frame["config"]))
+    for (config, hue), n in lost.items():
+        if n == 0:  # every seed diverged: no point, a note in the row
+            note = f"{hue}: every seed diverged" if len(hues) > 1 else "every seed diverged"
+            slot = hues.index(hue) / (len(hues) - 1) - 0.5 if dodge else 0.0
+            y = configs.index(config) + DODGE * slot  # the hue's place in the row, as seaborn's
+            ax.text(ax.get_xlim()[0], y, f" {note}", color=palette[hue], va="center")
     ax.set(xlabel="test accuracy (%) at the end: mean, 95% t-interval over seeds", ylabel="")
     ax.grid(axis="x", color="0.9", lw=0.5)
     ax.set_axisbelow(True)

@@ -39,7 +39,7 @@ COLUMNS = {
     SECOND: r"$E[(a^l)^2]$",
     SQ_MEAN: "avg. channel squared mean",
     VAR: "avg. channel variance",
-    BRANCH_VAR: "residual branch: avg. ch. var.",
+    BRANCH_VAR: "avg. branch variance",
 }
 
 
@@ -48,11 +48,21 @@ def has_signal(data: Data) -> bool:
     return bool(runs_with(data, f"{SQ_MEAN}/layer_01"))
 
 
+OFF = ("none", "False", "None")  # a remedy's value when it is off
+
+
+def short_label(keys: Sequence[str], config: Config) -> str:
+    """``norm=layer, residual=True``: the config's label without the keys that are off
+    (``plain`` when all are)."""
+    on = [(k, v) for k, v in zip(keys, config, strict=True) if v not in OFF]
+    return config_label([k for k, _ in on], tuple(v for _, v in on)) if on else "plain"
+
+
 def split_config(keys: Sequence[str], config: Config) -> tuple[str, str]:
     """(row, line) of a config: by activation and the rest when both vary, else ('', all)."""
     if len(keys) > 1 and keys[0] == ACTIVATION_KEY:
-        return config[0], config_label(keys[1:], config[1:])
-    return "", config_label(keys, config)
+        return config[0], short_label(keys[1:], config[1:])
+    return "", short_label(keys, config)
 
 
 def signal_frame(data: Data) -> pd.DataFrame:
@@ -119,11 +129,11 @@ def signal_propagation(data: Data) -> Built:
                 ax.text(0.5, 0.5, "no residual branch", transform=ax.transAxes, ha="center")
             if quantity == SECOND:
                 theory = frame[(frame["row"] == row) & (frame["quantity"] == THEORY)]
-                _theory_lines(ax, theory, colours)
+                _theory_lines(ax, theory)
             if log:
                 ax.set_yscale("log")
                 ax.yaxis.set_minor_formatter(NullFormatter())
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
             ax.set(xlabel="", ylabel=row if j == 0 else "")
             if i == 0:
                 ax.set_title(COLUMNS[quantity])
@@ -131,18 +141,19 @@ def signal_propagation(data: Data) -> Built:
     handles = [Line2D([], [], color=colours[line], label=line) for line in lines]
     if (frame["quantity"] == THEORY).any():
         theory_label = "mean field (residual recursion)"
-        handles.append(Line2D([], [], color="0.3", ls="--", lw=1.0, label=theory_label))
+        handles.append(Line2D([], [], color=style.BLACK, ls="--", lw=0.9, label=theory_label))
     handles.append(Line2D([], [], color="0.5", lw=6, alpha=0.3, label="min–max over seeds"))
-    fig.legend(handles=handles, loc="outside upper center", ncols=min(3, len(handles)))
+    fig.legend(handles=handles, loc="outside upper center", ncols=min(4, len(handles)))
     shown = runs_with(data, f"{SQ_MEAN}/layer_01")
     return fig, shown, family_keys(data, shown, SQ_MEAN, VAR, BRANCH_VAR, THEORY)
 
 
-def _theory_lines(ax: Any, theory: pd.DataFrame, colours: dict[str, Any]) -> None:
-    """The mean-field E[(aˡ)²] of each config that has it, mean over seeds, dashed."""
-    for line, group in theory.groupby("line", sort=False):
+def _theory_lines(ax: Any, theory: pd.DataFrame) -> None:
+    """The mean-field E[(aˡ)²] of each config that has it, mean over seeds, black dashed on
+    top of the measured line of its colour."""
+    for _, group in theory.groupby("line", sort=False):
         mean = group.groupby("layer")["value"].mean()
-        ax.plot(mean.index, mean.to_numpy(), ls="--", color=colours[line], lw=1.0, zorder=4)
+        ax.plot(mean.index, mean.to_numpy(), ls="--", color=style.BLACK, lw=0.9, zorder=4)
 
 
 def _colours(data: Data, lines: Sequence[str]) -> dict[str, Any]:
