@@ -8,6 +8,7 @@ import subprocess
 from functools import cache
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from experiments import PROJECT_ROOT
@@ -33,8 +34,17 @@ def run_name(cfg: DictConfig, hidden: list[int], batch_size: int, swept: list[st
     parts += [value for key, value in choices.items() if value != DEFAULTS[key]]
     for key in swept:
         if key not in (*NAMED, *choices):
-            parts.append(f"{key.rsplit('.', 1)[-1]}={OmegaConf.select(cfg, key)}")
+            parts.append(f"{key.rsplit('.', 1)[-1]}={_swept_value(cfg, key)}")
     return "-".join(parts)
+
+
+def _swept_value(cfg: DictConfig, key: str) -> Any:
+    """The value of a swept key, or for a swept config group without a key of its own
+    (``remedy=residual``: conf/remedy/) the option Hydra chose."""
+    value = OmegaConf.select(cfg, key)
+    if value is None and key not in cfg and HydraConfig.initialized():
+        value = HydraConfig.get().runtime.choices.get(key)
+    return value
 
 
 def flat_params(cfg: DictConfig) -> dict[str, str]:
