@@ -585,3 +585,18 @@ def test_each_remedy_of_the_preset_sets_its_keys_and_builds(
     cfg = compose_config(["experiment=remedies", f"remedy={remedy}"])
     assert (cfg.model.norm, cfg.model.residual, cfg.optim.clip_norm) == (norm, residual, clip_norm)
     assert build(cfg).net.norm == (None if norm == "none" else norm)
+
+
+def test_a_swept_config_group_is_named_by_its_option(compose_config) -> None:
+    """`remedy=` sets keys but is no key itself: the run name takes the option Hydra chose."""
+    from hydra.core.hydra_config import HydraConfig
+
+    full = compose_config(["experiment=remedies", "remedy=residual_layer"], hydra=True)
+    HydraConfig.instance().set_config(full)
+    try:
+        cfg = compose_config(["experiment=remedies", "remedy=residual_layer"])
+        setup = build(cfg)
+        name = run_name(cfg, setup.hidden, setup.batch_size, ["activation", "remedy"])
+    finally:
+        HydraConfig.instance().cfg = None
+    assert name == "tanh-d30-w32-b32-s0-circles-remedy=residual_layer"
