@@ -143,6 +143,7 @@ REMEDIES = {  # conf/remedy/: (norm, residual, clip_norm)
     "plain": (None, False, None),
     "residual": (None, True, None),
     "batch": ("batch", False, None),
+    "layer": ("layer", False, None),
     "residual_layer": ("layer", True, None),
     "clip": (None, False, 1.0),
 }
@@ -195,9 +196,9 @@ def test_remedies_a_residual_relu_nets_signal_explodes_as_the_mean_field_predict
     """README: without a norm a residual relu net's E[(a³⁰)²] is 10^(8.3 ± 0.8) at init, the
     mean-field recursion's 10^(8.4 ± 0.1), and every seed diverges (at the grid's smallest lr
     here, 0.01, as at 0.1 and 1); with LayerNorm in the branch it trains (99.3 ± 0.7% at
-    0.01), and the plain relu net stays at chance at every lr of the grid (its E[(aˡ)²] halves
-    per layer).  One seed each: the diverged and chance runs do not vary, residual + layer's
-    seeds gave 98.5–100%; bounds 1 decade and 10 points."""
+    0.01; tanh 98.9 ± 1%), and the plain relu net stays at chance at every lr of the grid, also
+    clipped (its E[(aˡ)²] halves per layer).  One seed each: the diverged and chance runs do
+    not vary, residual + layer's seeds gave 97.5–100%; bounds 1 decade and 10 points."""
     from experiments.diagnostics.signal import SignalPropagation
 
     data = bpcore.make_dataset("circles", test_fraction=0.2)
@@ -212,17 +213,21 @@ def test_remedies_a_residual_relu_nets_signal_explodes_as_the_mean_field_predict
     assert math.log10(found["signal_theory/layer_30"]) == pytest.approx(measured, abs=1)
     assert result.diverged_at_step is not None
     assert remedy_run("relu", "residual_layer", 0.01, 0)[0] > 0.89
+    assert remedy_run("tanh", "residual_layer", 0.01, 0)[0] > 0.89  # 98.9 ± 1% (5 seeds)
     for lr in (0.01, 0.1, 1.0):
         assert remedy_run("relu", "plain", lr, 100)[0] < 0.6, lr
+    assert remedy_run("relu", "clip", 1.0, 0)[0] < 0.6  # its chosen lr: 50.1 ± 0.7%
 
 
 def test_remedies_sigmoid_learns_with_batchnorm_and_clipping_does_not_help() -> None:
-    """README: sigmoid at depth 30 learns the circles with BatchNorm (75.5 ± 12% at lr 0.1)
-    and stays at chance plain and clipped (50.1 ± 0.7%): clipping only scales a gradient
-    down, and a vanishing one is rarely above the clip norm (5 of 152 steps here).  Two seeds for
-    BatchNorm, bound 10 points below the preset's lowest-but-one seed (70%)."""
+    """README: sigmoid at depth 30 does best with BatchNorm (75.5 ± 12% at lr 0.1) and stays
+    at chance plain, with LayerNorm alone (at its chosen lr 1) and clipped (50.1 ± 0.7%):
+    clipping only scales a gradient down, and a vanishing one is rarely above the clip norm
+    (5 of 152 steps here).  Two seeds for BatchNorm, bound 10 points below the preset's
+    lowest-but-one seed (70%)."""
     assert np.mean([remedy_run("sigmoid", "batch", 0.1, s)[0] for s in (0, 1)]) > 0.6
     plain_accuracy, _ = remedy_run("sigmoid", "plain", 0.1, 0)
     clipped_accuracy, clipped_steps = remedy_run("sigmoid", "clip", 0.1, 0)
     assert plain_accuracy < 0.6 and clipped_accuracy < 0.6
+    assert remedy_run("sigmoid", "layer", 1.0, 0)[0] < 0.6
     assert clipped_steps < 15  # of 152: the vanishing gradient is rarely above the clip norm
