@@ -568,3 +568,39 @@ def test_a_normalized_net_s_saved_model_evaluates_as_trained(
     loaded = load_model(tmp_path / "model.npz", flat_params(cfg))
     x = setup.data.x_val
     np.testing.assert_array_equal(loaded.forward(x), setup.net.forward(x))
+
+
+@pytest.mark.parametrize(
+    ("remedy", "norm", "residual", "clip_norm"),
+    [
+        ("none", "none", False, None),
+        ("residual", "none", True, None),
+        ("batch", "batch", False, None),
+        ("layer", "layer", False, None),
+        ("clip", "none", False, 1.0),
+        ("residual_batch", "batch", True, None),
+        ("residual_layer", "layer", True, None),
+    ],
+)
+def test_each_remedy_of_the_preset_sets_its_keys_and_builds(
+    compose_config, remedy: str, norm: str, residual: bool, clip_norm: float | None
+) -> None:
+    """conf/remedy/: the `remedy=` axis of the remedies preset is these three keys."""
+    cfg = compose_config(["experiment=remedies", f"remedy={remedy}"])
+    assert (cfg.model.norm, cfg.model.residual, cfg.optim.clip_norm) == (norm, residual, clip_norm)
+    assert build(cfg).net.norm == (None if norm == "none" else norm)
+
+
+def test_a_swept_config_group_is_named_by_its_option(compose_config) -> None:
+    """`remedy=` sets keys but is no key itself: the run name takes the option Hydra chose."""
+    from hydra.core.hydra_config import HydraConfig
+
+    full = compose_config(["experiment=remedies", "remedy=residual_layer"], hydra=True)
+    HydraConfig.instance().set_config(full)
+    try:
+        cfg = compose_config(["experiment=remedies", "remedy=residual_layer"])
+        setup = build(cfg)
+        name = run_name(cfg, setup.hidden, setup.batch_size, ["activation", "remedy"])
+    finally:
+        HydraConfig.instance().cfg = None
+    assert name == "tanh-d30-w32-b32-s0-circles-remedy=residual_layer"

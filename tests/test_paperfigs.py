@@ -12,6 +12,7 @@ import bpcore
 from experiments.app.setup import Setup
 from experiments.diagnostics.history import History
 from experiments.diagnostics.recorder import DiagnosticsRecorder
+from experiments.diagnostics.signal import SignalPropagation
 from experiments.diagnostics.theory import theory_callbacks
 from experiments.figures import batch, moments, registry, style, theory
 from experiments.figures.common import Data, RunInfo
@@ -137,3 +138,79 @@ def test_growth_vs_chi1_needs_three_values_and_trainability_a_swept_init() -> No
     assert not chi1_growth(Data(infos[:2], histories, [], []))
     assert trainability(Data(infos, histories, ["init.gain", "model.depth"], []))
     assert not trainability(Data(infos, histories, ["model.depth"], []))
+
+
+# --- the remedies' figures: signal propagation and final accuracy ---
+
+
+def _remedy_run(activation: str, residual: bool, seed: int) -> History:
+    """A tiny depth-4 net on spirals with the step-0 signal metrics and a test accuracy."""
+    data = bpcore.make_dataset("spirals", n_samples=200, test_fraction=0.2)
+    net = bpcore.MLP([2, *[8] * 4, 2], activation, seed=seed, residual=residual)
+    recorder = DiagnosticsRecorder(5)
+    callbacks = [recorder, SignalPropagation(recorder.record)]
+    bpcore.fit(
+        net, data, "cross_entropy", bpcore.get_optimizer("sgd", 0.1), 32, 2, callbacks=callbacks
+    )
+    accuracy = bpcore.evaluate(net, data.x_test, data.y_test, "cross_entropy")[1]
+    recorder.record("test", 1, {"test/accuracy": accuracy})
+    return recorder.history
+
+
+@pytest.fixture(scope="module")
+def remedy_runs() -> Data:
+    """tanh, relu × plain, residual × seeds 0, 1: 8 runs, as a sweep's figure data."""
+    keys = ["activation.name", "model.residual"]
+    grid = [(a, r, s) for a in ("tanh", "relu") for r in (False, True) for s in (0, 1)]
+    infos, histories = [], {}
+    for a, r, s in grid:
+        name = f"{a}-{r}-s{s}"
+        infos.append(RunInfo(name, name, {keys[0]: a, keys[1]: str(r), "seed": str(s)}))
+        histories[name] = _remedy_run(a, r, s)
+    return Data(infos, histories, keys, [])
+
+
+def test_signal_propagation_draws_every_quantity_per_activation_with_the_mean_field(
+    remedy_runs: Data,
+) -> None:
+    """A row per activation, a column per quantity; every panel has a line per config that has
+    the quantity (the branch only for residual nets) and E[(aˡ)²] the dashed mean field of the
+    residual config."""
+    kind = registry.figure("signal_propagation")
+    assert kind.can_show(remedy_runs) and not kind.can_show(Data([], {}, [], []))
+    fig, shown, keys = kind.draw(remedy_runs)
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 2 * 4 and len(shown) == 8
+    assert {"signal_sq_mean/layer_01", "signal_branch_var/layer_02"} <= set(keys)
+    assert "signal_theory/layer_04" in keys
+    for i, ax in enumerate(axes):
+        solid = [ln for ln in ax.get_lines() if ln.get_linestyle() == "-" and len(ln.get_xdata())]
+        assert len(solid) == (1 if i % 4 == 3 else 2), ax.get_title()  # branch: residual only
+        dashed = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
+        assert len(dashed) == (1 if i % 4 == 0 else 0)
+        if dashed:  # layers 2 … 4, the skip layers
+            assert list(dashed[0].get_xdata()) == [2, 3, 4]
+    assert axes[0].get_ylabel() == "tanh" and axes[4].get_ylabel() == "relu"
+    assert style.render(fig, ["png"])["png"].startswith(b"\x89PNG")
+
+
+def test_final_accuracy_shows_each_configs_mean_over_seeds(remedy_runs: Data) -> None:
+    kind = registry.figure("final_accuracy")
+    assert kind.can_show(remedy_runs)
+    fig, shown, keys = kind.draw(remedy_runs)
+    assert keys == ["test/accuracy"] and len(shown) == 8
+    (ax,) = [ax for ax in fig.axes if ax.get_visible()]
+    means = sorted(
+        float(x) for ln in ax.get_lines() for x in ln.get_xdata() if ln.get_marker() == "o"
+    )
+    expected = sorted(
+        100
+        * np.mean(
+            [remedy_runs.histories[f"{a}-{r}-s{s}"].series("test/accuracy")[1][-1] for s in (0, 1)]
+        )
+        for a in ("tanh", "relu")
+        for r in (False, True)
+    )
+    np.testing.assert_allclose(means, expected, rtol=1e-12)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["plain", "residual=True"]
+    assert style.render(fig, ["png"])["png"].startswith(b"\x89PNG")

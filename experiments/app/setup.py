@@ -24,6 +24,7 @@ from bpcore.training import check_batch_size
 from experiments.app import sizes
 from experiments.app.schema import schema_keys
 from experiments.diagnostics.recorder import remedy_keys
+from experiments.diagnostics.signal import signal_keys
 from experiments.diagnostics.theory import mean_field_inputs
 from experiments.tracking.store import masked, uri_problem
 
@@ -250,7 +251,8 @@ def _check_metrics(
     steps = steps if cfg.train.max_steps is None else min(steps, cfg.train.max_steps)
     every, n_layers = cfg.log.every_n_steps, net.n_layers
     remedies, theory = len(remedy_keys(net, clipping)), mean_field_inputs(net) is not None
-    args = (n_layers, steps, per_epoch, every, cfg.log.full_gradient, remedies, theory)
+    signal = len(signal_keys(net))
+    args = (n_layers, steps, per_epoch, every, cfg.log.full_gradient, remedies, theory, signal)
     points = sizes.metric_points(*args)
     if points <= sizes.METRIC_LIMIT or cfg.allow_large:
         return

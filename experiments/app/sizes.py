@@ -53,13 +53,15 @@ def metric_points(
     full_gradient: bool,
     remedy_metrics: int = 1,
     theory: bool = True,
+    signal_metrics: int = 0,
 ) -> int:
     """The metric points a run of ``steps`` optimizer steps logs at most: the per-layer
     diagnostics, train/batch_loss and the ``remedy_metrics`` (``recorder.remedy_keys``) on
     every logged step (with the training-set gradient's metrics for ``log.full_gradient``), the
     epoch metrics (a last partial epoch counts), the theory metrics (if ``theory``: the
-    mean-field theory applies to the net), the test and summary metrics, and the profiles
-    (init and final per hidden layer)."""
+    mean-field theory applies to the net), the ``signal_metrics`` at step 0
+    (``signal.signal_keys``), the test and summary metrics, and the profiles (init and final
+    per hidden layer)."""
     logged_steps = (steps - 1) // every_n_steps + 1
     per_step = 1 + len(LAYER_FAMILIES) * n_layers + len(HIDDEN_FAMILIES) * (n_layers - 1)
     per_step += remedy_metrics
@@ -67,7 +69,7 @@ def metric_points(
         per_step += FULL_GRADIENT_METRICS + n_layers
     epochs = -(-steps // steps_per_epoch)
     profiles = 2 * len(PROFILE_FAMILIES) * (n_layers - 1)
-    once = THEORY_METRICS * theory + TEST_METRICS + SUMMARY_METRICS + profiles
+    once = THEORY_METRICS * theory + signal_metrics + TEST_METRICS + SUMMARY_METRICS + profiles
     return logged_steps * per_step + epochs * EPOCH_METRICS + once
 
 

@@ -37,6 +37,7 @@ from experiments.app.target_check import refuse_foreign_targets
 from experiments.diagnostics.explosion import exploded_at, flag_tags
 from experiments.diagnostics.history import HISTORY_FILE, NORM_ARRAYS
 from experiments.diagnostics.recorder import DiagnosticsRecorder
+from experiments.diagnostics.signal import SignalPropagation
 from experiments.diagnostics.theory import theory_callbacks
 from experiments.tracking.provenance import config_hash, flat_params, run_name
 from experiments.tracking.run import RunTracker
@@ -78,6 +79,7 @@ def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = Fals
     every = cfg.log.every_n_steps if cfg.log.full_gradient else None
     callbacks = [
         recorder,
+        SignalPropagation(recorder.record),
         *theory_callbacks(setup.net, setup.data, setup.loss, recorder.record, every),
     ]
     if progress:

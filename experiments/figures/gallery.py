@@ -55,6 +55,7 @@ SHOTS = (
     Shot("selu_selfnorm", ("experiment=selu_selfnorm",), ("layer_moments",)),
     Shot("edge_of_chaos", ("experiment=edge_of_chaos",), ("chi1_growth", "trainability")),
     Shot("noise_scale", ("experiment=noise_scale",), ("steps_vs_batch",)),
+    Shot("remedies", ("experiment=remedies",), ("signal_propagation", "final_accuracy")),
 )
 
 

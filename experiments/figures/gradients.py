@@ -23,6 +23,7 @@ from experiments.figures.common import (
     per_layer_over_time,
     positive,
 )
+from experiments.figures.signal import short_label
 
 GRAD_NORM = r"$\Vert\partial L/\partial W^l\Vert_F$"
 FLOW_PANELS: tuple[tuple[Literal["first", "last"], str], ...] = (
@@ -60,10 +61,11 @@ def gradient_flow(data: Data) -> Built:
             lo, hi = positive(b.lo), positive(b.hi)
             ax.fill_between(b.x, lo, hi, color=kw["color"], alpha=0.15, lw=0)
             ax.plot(b.x, positive(b.mean), **kw)
-        ax.set(yscale="log", title=title, xlabel="layer l (1 = input … L = output)")
+        ax.set(yscale="log", title=title)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].set_ylabel(f"{GRAD_NORM} (mean over seeds)")
-    style.legend(fig, style.legend_handles(data.keys, list(groups), config_label))
+    fig.supxlabel("layer l (1 = input … L = output)")
+    style.legend(fig, style.legend_handles(data.keys, list(groups), short_label))
     return fig, data.runs, family_keys(data, data.runs, "grad_norm")
 
 

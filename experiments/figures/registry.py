@@ -20,6 +20,8 @@ from experiments.figures import (
     losses,
     lr,
     moments,
+    outcomes,
+    signal,
     theory,
 )
 from experiments.figures.common import CanShow, Data, Draw, always
@@ -127,6 +129,19 @@ FIGURES: tuple[FigureKind, ...] = (
         moments.layer_moments,
         always,
         "E[(aˡ)²] and the mean of aˡ per hidden layer at step 0",
+    ),
+    FigureKind(
+        "signal_propagation",
+        signal.signal_propagation,
+        signal.has_signal,
+        "step-0 E[(aˡ)²], avg. channel squared mean and variance, residual-branch variance per "
+        "hidden layer (min–max over seeds); mean field dashed for residual nets without a norm",
+    ),
+    FigureKind(
+        "final_accuracy",
+        outcomes.final_accuracy,
+        outcomes.has_test_accuracy,
+        "test accuracy per config at the end: mean and 95% t-interval over seeds, seeds as dots",
     ),
     FigureKind(
         "speed_of_learning",

@@ -11,6 +11,7 @@ import sys
 from functools import cache
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from experiments import PROJECT_ROOT
@@ -44,11 +45,20 @@ def run_name(cfg: DictConfig, hidden: list[int], batch_size: int, swept: list[st
     parts += [(v, (k,)) for k, v in choices.items() if v != DEFAULTS[k] or k in swept]
     for key in swept:
         if key not in (*NAMED, *choices):
-            parts.append((f"{key.rsplit('.', 1)[-1]}={OmegaConf.select(cfg, key)}", (key,)))
+            parts.append((f"{key.rsplit('.', 1)[-1]}={_swept_value(cfg, key)}", (key,)))
     parts.append((f"s{cfg.seed}", ("seed",)))
     first = [text for text, keys in parts if set(keys) & set(swept)]
     rest = [text for text, keys in parts if not set(keys) & set(swept)]
     return SWEPT_FIRST.join("-".join(texts) for texts in (first, rest) if texts)
+
+
+def _swept_value(cfg: DictConfig, key: str) -> Any:
+    """The value of a swept key, or for a swept config group without a key of its own
+    (``remedy=residual``: conf/remedy/) the option Hydra chose."""
+    value = OmegaConf.select(cfg, key)
+    if value is None and key not in cfg and HydraConfig.initialized():
+        value = HydraConfig.get().runtime.choices.get(key)
+    return value
 
 
 def flat_params(cfg: DictConfig) -> dict[str, str]:
