@@ -603,4 +603,4 @@ def test_a_swept_config_group_is_named_by_its_option(compose_config) -> None:
         name = run_name(cfg, setup.hidden, setup.batch_size, ["activation", "remedy"])
     finally:
         HydraConfig.instance().cfg = None
-    assert name == "tanh-d30-w32-b32-s0-circles-remedy=residual_layer"
+    assert name == "tanh-remedy=residual_layer · d30-w32-b32-circles-s0"  # swept parts first
