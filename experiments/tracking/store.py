@@ -420,8 +420,13 @@ def describe_experiment(uri: str, experiment_id: str, text: str) -> None:
     """Give the experiment the description ``text`` (MLflow's experiment tag
     ``mlflow.note.content``) unless it has one: a description edited in the UI is kept."""
     client = mlflow_client(uri)
-    if NOTE not in client.get_experiment(experiment_id).tags:
+    if NOTE in client.get_experiment(experiment_id).tags:
+        return
+    try:
         client.set_experiment_tag(experiment_id, NOTE, text)
+    except Exception:  # a command started at the same moment set it first (a UNIQUE conflict)
+        if NOTE not in client.get_experiment(experiment_id).tags:
+            raise
 
 
 def search_all(search: Any, *args: Any, **kwargs: Any) -> list[Any]:
