@@ -309,9 +309,12 @@ def test_a_browser_finds_the_runs_table_the_profile_chart_and_the_run_figures(
     swept: Any, spawn: Any, tmp_path: Path
 ) -> None:
     """A real headless Chromium on a real ``mlflow server``: the printed link shows the runs
-    table; a run's chart view has the profile section; its figures preview as images.
+    table; its chart view overlays the children's gradient-vs-layer profiles; a run's chart view
+    has the profile section; its figures and the parent's sweep figures preview as images.
     Screenshots: SCREENSHOTS (``$BPLAB_SCREENSHOTS`` or this test's folder)."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import Page, expect, sync_playwright
+
+    expect.set_options(timeout=60_000)  # a busy machine draws charts slowly
 
     client, parent, children, _ = swept
     base = serve(spawn, client.tracking_uri)
@@ -320,6 +323,14 @@ def test_a_browser_finds_the_runs_table_the_profile_chart_and_the_run_figures(
     experiment = parent.info.experiment_id
     child = children[0]
     run_page = f"{base}/#/experiments/{experiment}/runs/{child.info.run_id}"
+
+    def preview(page: Page, run_page: str, figure: str) -> None:
+        page.goto(f"{run_page}/artifacts")
+        page.get_by_text("figures", exact=True).first.click()
+        page.get_by_text(figure, exact=True).first.click()
+        expect(page.get_by_text(f"figures/{figure}", exact=True)).to_be_visible()
+        expect(page.locator("img[src^='blob:']").first).to_be_visible()  # the PNG itself
+
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=shutil.which("chromium"))
         try:
@@ -327,20 +338,31 @@ def test_a_browser_finds_the_runs_table_the_profile_chart_and_the_run_figures(
             page.set_default_timeout(60_000)
             page.goto(runs_url(base, experiment))
             expect(page.get_by_text(parent.info.run_name).first).to_be_visible()
+            page.get_by_role("button", name="Close").click()  # MLflow's assistant panel
+            page.locator("button[data-component-id*='runnamecellrenderer']").first.click()
+            for run in children:  # the parent expanded: its runs, swept parts first
+                expect(page.get_by_text(run.info.run_name).first).to_be_visible()
             page.screenshot(path=shots / "1-runs-table.png")
+
+            page.goto(runs_url(base, experiment) + "&compareRunsMode=CHART")  # stays expanded
+            expect(page.get_by_text(child.info.run_name).first).to_be_visible()
+            page.get_by_placeholder("Search metric charts").fill("profile/grad_norm")
+            for chart in ("profile/grad_norm_init", "profile/grad_norm_final"):
+                expect(page.get_by_text(chart, exact=True).first).to_be_visible()
+            page.screenshot(path=shots / "2-profiles-overlaid.png")
 
             page.goto(f"{run_page}/model-metrics")
             page.get_by_placeholder("Search metric charts").fill("profile/")
             for chart in ("grad_norm_init", "grad_norm_final", "delta_norm_init", "act_var_final"):
                 expect(page.get_by_text(chart, exact=True).first).to_be_visible()
-            page.screenshot(path=shots / "2-run-profile-charts.png")
+            page.screenshot(path=shots / "3-run-profile-charts.png")
 
-            page.goto(f"{run_page}/artifacts")
-            page.get_by_text("figures", exact=True).first.click()
-            page.get_by_text("profile.png", exact=True).first.click()
-            expect(page.get_by_text("figures/profile.png", exact=True)).to_be_visible()
-            expect(page.locator("img[src^='blob:']").first).to_be_visible()  # the PNG itself
-            page.screenshot(path=shots / "3-run-profile-figure.png")
+            preview(page, run_page, "profile.png")
+            page.screenshot(path=shots / "4-run-profile-figure.png")
+
+            parent_page = f"{base}/#/experiments/{experiment}/runs/{parent.info.run_id}"
+            preview(page, parent_page, "gradient_flow.png")
+            page.screenshot(path=shots / "5-sweep-gradient-flow.png")
         finally:
             browser.close()
     print(f"screenshots: {shots}")
