@@ -43,7 +43,7 @@ FIGURES: tuple[FigureKind, ...] = (
         "activation_gallery",
         activations.activation_gallery,
         always,
-        "every activation f and f′; where f′ < 5% of its maximum shaded",
+        "every activation f and f′; where |f′| < 5% of its maximum shaded (the saturation rule)",
         needs_runs=False,
     ),
     FigureKind(
@@ -62,7 +62,8 @@ FIGURES: tuple[FigureKind, ...] = (
         "loss_curves",
         losses.loss_curves,
         always,
-        "train/val loss vs step and examples seen, band over seeds; × where diverged, ▲ above 1e38",
+        "train/val loss vs step (examples when batch sizes differ), mean and 95% t-band over "
+        "seeds, a panel per activation; × where diverged, ▲ above 1e38",
     ),
     FigureKind(
         "saturation_dead",
