@@ -348,7 +348,7 @@ def test_batch_size_curves_and_steps_to_a_target() -> None:
     by_step = batch.loss_against(histories, runs, ["train.batch_size"], None)
     assert batch.default_target(by_step.values(), reached_by=1.0) == 0.5  # best: 0.5 and 0.25
     assert batch.default_target(by_step.values(), reached_by=0.0) == 0.25
-    assert batch.first_loss_ceiling(by_step.values()) == 1.5 * (1.0 + 0.5) / 2  # first: 1, 0.5
+    assert batch.first_loss_ceiling(by_step.values()) == 1.1 * 1.0  # first: 1, 0.5
     assert batch.first_loss_ceiling([common.band([(np.array([1]), np.array([np.inf]))])]) is None
 
 
