@@ -203,9 +203,8 @@ def batch_size(data: Data) -> Built:
     rest_keys = batch_first[1:]
     for r in rests:
         label = config_label(rest_keys, r) if rest_keys else "steps to target (d)"
-        entry = Line2D([], [], color="0.2", marker=marker(r), label=label)
-        entry.set_linestyle(linestyle(r))
-        handles.append(entry)
+        look: dict[str, Any] = {"color": "0.2", "linestyle": linestyle(r), "marker": marker(r)}
+        handles.append(Line2D([], [], **look, label=label))
     handles.append(Line2D([], [], color="0.6", lw=4, alpha=0.4, label="95% t-interval over seeds"))
     style.legend(fig, handles)
     return fig, data.runs, [LOSS_KEYS[0], EXAMPLES_KEY, SECONDS_KEY]
