@@ -769,6 +769,12 @@ def test_histograms_of_a_single_config() -> None:
     style.apply()
     fig, shown, _ = histograms.histograms(data)
     assert shown == [run] and style.render(fig, ["png"])["png"].startswith(b"\x89PNG")
+    # the first |δ| bin (zeros) is a share in the title, not a point at 1e-16 on the log axis
+    assert histograms.zero_fraction(h, "last") == 0.5  # 1 of the 2 bins of each hidden layer
+    delta_panel = fig.axes[2]
+    assert delta_panel.get_title() == "|δ| = 0: 50%"
+    assert all(line.get_xdata().min() > 1e-4 for line in delta_panel.lines)
+    assert histograms.decade_ticks(1e-5, 2e-2) == [1e-5, 1e-3]  # 4 decades: every other one
 
 
 def test_lr_sensitivity_stars_each_configs_chosen_lr_and_marks_diverged_seeds() -> None:
