@@ -555,6 +555,8 @@ def test_plots_cli_writes_every_figure_and_logs_them(sweep: Sweep) -> None:
     assert {"grad_norm/layer_02", "grad_norm/output"} <= set(flow["metric_keys"])
     assert "grad_norm/layer_03" not in flow["metric_keys"]  # depth ≤ 2: the output is not one
     assert manifest["figures"]["activation_gallery.png"]["runs"] == []
+    for file, entry in manifest["figures"].items():
+        assert entry["caption"] == registry.figure(file.rpartition(".")[0]).caption
     logged = MlflowClient(sweep.uri).list_artifacts(sweep.parent_id, "figures")
     files = {"manifest.json", "summary.md", "summary.csv"}
     assert {Path(a.path).name for a in logged} == {p.name for p in expected} | files
@@ -752,6 +754,14 @@ def test_the_documented_figure_table_is_the_registry() -> None:
     table = readme_figure_table()
     assert [(name, what) for name, _, what in table] == [(k.name, k.what) for k in registry.FIGURES]
     assert sorted(name for name, when, _ in table if when == "always") == sorted(ALWAYS)
+
+
+def test_every_figure_has_a_caption_of_what_is_drawn_and_how_to_read_it() -> None:
+    for kind in registry.FIGURES:
+        what = kind.what[0].upper() + kind.what[1:]
+        assert kind.caption.startswith(f"{what}. "), kind.name
+        reading = kind.caption.removeprefix(f"{what}. ")
+        assert reading.endswith(".") and reading.count(". ") == 0, kind.name  # one sentence
 
 
 def test_histograms_of_a_single_config() -> None:
