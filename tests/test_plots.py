@@ -712,6 +712,28 @@ def test_plots_on_a_store_in_a_read_only_folder_say_so_in_one_line(tmp_path: Pat
     )
 
 
+def test_gallery_redraw_names_the_missing_store_or_shot_and_touches_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from experiments.figures import gallery
+
+    monkeypatch.setattr(gallery, "WORK", tmp_path / "gallery")
+    monkeypatch.setattr(gallery, "DOCS", tmp_path / "docs")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "kept.png").write_bytes(b"png")
+    store = tmp_path / "gallery" / "mlflow.db"
+    with pytest.raises(SystemExit, match=f"no gallery store {store}: run `make gallery` first"):
+        gallery.main(["--redraw"])
+    store.parent.mkdir()
+    with contextlib.closing(sqlite3.connect(store)) as db, db:
+        db.execute("CREATE TABLE experiments (name TEXT)")
+        db.executemany("INSERT INTO experiments VALUES (?)", [(s.name,) for s in gallery.SHOTS[1:]])
+    first = gallery.SHOTS[0].name
+    with pytest.raises(SystemExit, match=f"has no runs of the shot\\(s\\) {first}: run"):
+        gallery.main(["--redraw"])
+    assert (tmp_path / "docs" / "kept.png").exists()  # nothing removed before the check
+
+
 def test_the_readme_gallery_is_what_the_gallery_command_writes(
     compose_config: Callable[..., Any],
 ) -> None:
