@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -115,6 +116,19 @@ def test_save_writes_every_format_with_fixed_metadata(tmp_path: Path) -> None:
     assert {p: p.read_bytes() for p in draw()} == first
     with pytest.raises(ValueError, match="unknown format"):
         style.save(style.figure(1, 1), tmp_path / "x", ["jpg"])
+
+
+def test_a_pdf_with_mathtext_roots_logs_no_font_timestamp_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`make run` printed "'created' timestamp seems very low" twice: fontTools reading the
+    date of matplotlib's cmex10 (mathtext's √) while the PDF backend subsets it."""
+    style.apply()
+    fig = style.figure(style.ONE_COLUMN, 2.0)
+    fig.subplots().set_xlabel(r"$\sqrt{q^*}$")
+    with caplog.at_level(logging.WARNING):
+        style.render(fig, ["pdf"])
+    assert not [r for r in caplog.records if "timestamp" in r.getMessage()]
 
 
 # --- figure data ---

@@ -11,6 +11,7 @@ line style (relu solid, leaky_relu dashed), since 14 names need more than 8 colo
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,12 +84,23 @@ _METADATA: dict[str, dict[str, Any]] = {
 }
 
 
+def _not_a_font_timestamp(record: logging.LogRecord) -> bool:
+    """False for fontTools' "'created' timestamp seems very low" warning: matplotlib's own
+    Computer Modern fonts (cmex10 draws mathtext's √) carry 1904-based dates of 0, which
+    fontTools reads, says so twice and fixes, each time a PDF subsets them."""
+    return "timestamp seems very low" not in record.getMessage()
+
+
 def apply() -> None:
-    """Select the Agg backend, seaborn's paper theme (white, ticks) with the Okabe–Ito palette,
-    and the suite's rcParams over it (process-wide)."""
+    """Select the Agg backend, seaborn's paper theme (white, ticks) with the Okabe–Ito palette
+    and the suite's rcParams over it; quiet fontTools on matplotlib's fonts' dates (all
+    process-wide)."""
     import seaborn as sns
 
     matplotlib.use("Agg")
+    head_table = logging.getLogger("fontTools.ttLib.tables._h_e_a_d")
+    if _not_a_font_timestamp not in head_table.filters:
+        head_table.addFilter(_not_a_font_timestamp)
     sns.set_theme(context="paper", style="ticks", palette=list(PALETTE), rc=RC)
 
 
