@@ -32,6 +32,7 @@ from experiments.figures.common import (
     RunInfo,
     against,
     band,
+    batch_axis,
     config_keys,
     config_label,
     examples_per_step,
@@ -142,7 +143,6 @@ def batch_size(data: Data) -> Built:
     line per batch size (colour) and rule (line style); steps to reach a target loss that
     every config reaches against batch size."""
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import FixedLocator, NullLocator
 
     batch_first = [BATCH_KEY, *[k for k in data.keys if k != BATCH_KEY]]
     groups = group_runs(data.runs, batch_first)
@@ -190,12 +190,9 @@ def batch_size(data: Data) -> Built:
         x, y = np.array(points).T
         reached += list(y[np.isfinite(y)])
         ax.plot(x, y, color="0.2", linestyle=linestyle(rest), marker=marker(rest))
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(FixedLocator(sorted({float(p) for p in _sizes(data, groups)})))
-    ax.xaxis.set_major_formatter("{x:g}")
-    ax.xaxis.set_minor_locator(NullLocator())
+    batch_axis(ax, _sizes(data, groups))
     if spans_decades([np.array(reached)], 1.5):
-        log_axis(ax)
+        log_axis(ax, subs=(1.0, 2.0, 5.0))
     ax.set(xlabel="batch size (examples per step)", ylabel="steps to reach the target")
     ax.set_title(f"(d) steps to train loss ≤ {target:.3g} (every config reaches it)")
 
@@ -241,7 +238,6 @@ def tuned_batch_sizes(data: Data) -> bool:
 def lr_vs_batch(data: Data) -> Built:
     """Each batch size's chosen (effective) lr, with lr ∝ B and lr ∝ √B through the smallest
     batch's: which scaling rule the tuned learning rates follow."""
-    from matplotlib.ticker import NullFormatter
 
     sizes, lrs = chosen_per_batch(data)
     fig = style.figure(style.ONE_COLUMN, 2.6)
@@ -250,14 +246,25 @@ def lr_vs_batch(data: Data) -> Built:
     ax.plot(b, lrs[0] * b / sizes[0], "--", color=style.BLACK, lw=0.8, label="lr ∝ B (linear)")
     ax.plot(b, lrs[0] * np.sqrt(b / sizes[0]), ":", color=style.BLACK, lw=0.8, label="lr ∝ √B")
     ax.plot(sizes, lrs, "o-", color=style.BLUE, label="chosen on validation loss")
-    ax.set(xscale="log", yscale="log", xlabel="batch size B", ylabel="learning rate")
-    for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_formatter("{x:g}")
-        axis.set_minor_formatter(NullFormatter())
+    batch_axis(ax, sizes)
+    log_axis(ax, subs=(1.0, 2.0, 5.0))
+    ax.set(xlabel="batch size B", ylabel="learning rate")
     grid = sorted({float(r.params["optim.lr"]) for r in data.tuning})
     ax.set_title(f"grid: {', '.join(f'{lr:g}' for lr in grid)}", fontsize=7)
     ax.legend(loc="upper left")
     return fig, data.tuning, ["val/loss"]
+
+
+def reached_by_all(runs: Sequence[RunInfo], histories: Mapping[str, History]) -> float:
+    """The lowest training-set loss that every run reaches after its first record (the
+    largest of their best losses from step 1 on)."""
+    best = []
+    for run in runs:
+        steps, loss = histories[run.run_id].series(FULL_LOSS)
+        later = finite_or_nan(loss[steps > 0])
+        if not np.isnan(later).all():
+            best.append(float(np.nanmin(later)))
+    return max(best, default=math.nan)
 
 
 def steps_vs_batch(data: Data) -> Built:
@@ -265,18 +272,22 @@ def steps_vs_batch(data: Data) -> Built:
     runs = runs_with(data, FULL_LOSS)
     target = TARGET_LOSS if data.target_loss is None else data.target_loss
     batches, steps = best_steps(runs, data.histories, target)
+    if data.target_loss is None and len(batches) < 2:  # too few reach it: one every run does
+        target = reached_by_all(runs, data.histories)
+        batches, steps = best_steps(runs, data.histories, target)
     fig = style.figure(style.ONE_COLUMN, 2.8)
     ax = fig.subplots()
+    later = steps > 0  # a target met at step 0 says nothing about the batch size
+    batches, steps = batches[later], steps[later]
     ax.plot(batches, steps, "o", color=style.BLUE, label="best lr of the grid, mean over seeds")
     if len(batches) >= 2:
         s_min, b_noise = fit_steps_vs_batch(batches, steps)
         b = np.geomspace(batches.min(), batches.max(), 200)
         fit = rf"$S_{{min}}(1 + B_{{noise}}/B)$, $B_{{noise}}$ = {b_noise:.3g}"
         ax.plot(b, s_min * (1 + b_noise / b), "--", color=style.BLACK, label=fit)
-    if len(batches):
-        ax.set(xscale="log", yscale="log")
-    else:
-        ax.text(0.5, 0.5, "no run reached the target", transform=ax.transAxes, ha="center")
-    ax.set(xlabel="batch size B", ylabel=f"steps to training loss {target:g}")
-    ax.legend(loc="upper right")
+    batch_axis(ax, batches)
+    if spans_decades([steps], 1):  # else a linear axis: a log one would label one tick
+        log_axis(ax, subs=(1.0, 2.0, 5.0))
+    ax.set(xlabel="batch size B", ylabel=f"steps to training loss {target:.3g}")
+    ax.legend(loc="best")
     return fig, runs, [FULL_LOSS, EXAMPLES_KEY]

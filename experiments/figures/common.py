@@ -336,6 +336,16 @@ def _t_limits(
 # ---------------------------------------------------------------------------- drawing helpers
 
 
+def batch_axis(ax: Axes, sizes: Iterable[float]) -> None:
+    """A log x axis labelled at exactly the batch sizes drawn (8, 32, 120 …)."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(sorted(set(sizes))))
+    ax.xaxis.set_major_formatter("{x:g}")
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
 def with_band(ax: Axes, b: Band, **kw: Any) -> None:
     """Mean line over a min–max band (over seeds); a ▲ where the band was capped."""
     ax.fill_between(b.x, b.lo, b.hi, color=kw["color"], alpha=0.15, lw=0)
@@ -350,13 +360,14 @@ def log_if_decades(ax: Axes, bands: Sequence[Band]) -> None:
         log_axis(ax)
 
 
-def log_axis(ax: Axes, which: str = "y") -> None:
+def log_axis(ax: Axes, which: str = "y", subs: Sequence[float] = (1.0,)) -> None:
     """A log scale on ``ax``'s ``which`` axis, labelled at powers of ten only (0.01, 0.1, 1 …;
-    1e-05 below 1e-4), no minor labels: clean ticks at print size."""
+    1e-05 below 1e-4; ``subs=(1, 2, 5)`` also at 2 and 5 × them, for a range of about one
+    decade), no minor labels: clean ticks at print size."""
     from matplotlib.ticker import LogLocator, NullFormatter
 
     axis = ax.yaxis if which == "y" else ax.xaxis
     ax.set(**{f"{which}scale": "log"})
-    axis.set_major_locator(LogLocator(numticks=6))
+    axis.set_major_locator(LogLocator(subs=subs, numticks=6))
     axis.set_major_formatter("{x:g}")
     axis.set_minor_formatter(NullFormatter())
