@@ -113,7 +113,8 @@ FIGURES: tuple[FigureKind, ...] = (
         "depth_vs_width",
         depth.depth_vs_width,
         depth.depth_varies,
-        "final val loss and accuracy vs depth, one column per dataset",
+        "final val loss and accuracy vs depth, one column per dataset, with the best constant "
+        "output",
         reading=(
             "The dotted line is what predicting a constant scores: a point near it learned "
             "nothing, and a line that rises with depth shows deeper nets training worse."
@@ -123,7 +124,8 @@ FIGURES: tuple[FigureKind, ...] = (
         "depth_width_heatmap",
         depth.depth_width_heatmap,
         depth.depth_and_width_vary,
-        "mean final val loss on the depth × width grid, cells annotated",
+        "mean final val loss on the depth × width grid, cells annotated, a colour scale per "
+        "dataset",
         reading=(
             "Compare cells along a row (wider at one depth) and along a column (deeper at one "
             "width); darker cells have the lower loss."
@@ -133,7 +135,8 @@ FIGURES: tuple[FigureKind, ...] = (
         "batch_size",
         batch.batch_size,
         batch.batch_varies,
-        "train loss vs examples, steps and wall time; steps to a target loss vs batch size",
+        "train loss vs examples, steps and wall time (95% t-band); steps to a loss all reach vs "
+        "batch size",
         reading=(
             "Against examples seen the small batches usually lead, against steps the large ones; "
             "the last panel shows how many steps fewer a larger batch needs to reach the same "
@@ -144,7 +147,8 @@ FIGURES: tuple[FigureKind, ...] = (
         "histograms",
         histograms.histograms,
         histograms.has_histograms,
-        "per hidden layer, aˡ and |δˡ| at the first and last logged step",
+        "per hidden layer, aˡ and |δˡ| at the first and last logged step; the share of |δ| = 0 "
+        "in titles",
         reading=(
             "Activations piling up at ±1 (tanh) or 0/1 (sigmoid) are saturated; |δ| distributions"
             " moving left from the last layer to the first are the gradient vanishing on its way "
