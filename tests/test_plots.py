@@ -451,6 +451,22 @@ def test_depth_figures_render_per_dataset_and_budget(tmp_path: Path, figure: str
     )
 
 
+def test_depth_vs_width_at_a_budget_names_each_depths_width() -> None:
+    """The width a budget gives is in the run's name only (``tanh-d3-w48-…``)."""
+    assert depth.width_of(RunInfo("a", "tanh-d3-w48-b32-s0")) == "48"
+    assert depth.width_of(RunInfo("a", "b800-linear-s1 · tanh-d3-w32")) == "32"
+    assert depth.width_of(RunInfo("a", "wide-run")) == "?"
+    runs, histories = [], {}
+    for d, w in ((1, 97), (4, 30)):
+        params = {"model.depth": str(d), "data.name": "spirals", "model.param_budget": "500"}
+        runs.append(RunInfo(f"r{d}", f"relu-d{d}-w{w}-b32-s0", params, {"diverged": "false"}))
+        histories[f"r{d}"] = history(2, [0], [1])
+    style.apply()
+    fig, _, _ = depth.depth_vs_width(Data(runs, histories, ["model.depth"], []))
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == ["1\nw 97", "4\nw 30"]
+
+
 # --- end to end: a real sweep, the CLI, MLflow ---
 
 

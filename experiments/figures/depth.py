@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -82,6 +83,13 @@ def depth_and_width_vary(data: Data) -> bool:
     return DEPTH_KEY in data.keys and WIDTH_KEY in data.keys
 
 
+def width_of(run: RunInfo) -> str:
+    """The hidden width a run trained with, as its name records it (``relu-d8-w64-…``: 64;
+    ``?`` if the name has none): with a parameter budget it is not a param."""
+    found = re.search(r"(?:^|[-· ])w(\d+)(?=-|$| )", run.name)
+    return found.group(1) if found else "?"
+
+
 def constant_predictor(params: Mapping[str, str]) -> dict[str, float]:
     """What the best constant output scores on the run's validation set: for a classifier,
     the loss of predicting the class frequencies (their entropy, cross-entropy in nats) and
@@ -133,6 +141,9 @@ def depth_vs_width(data: Data) -> Built:
             ax.xaxis.set_major_locator(FixedLocator(depths))
             ax.xaxis.set_minor_locator(NullLocator())
             ax.xaxis.set_major_formatter("{x:g}")
+            if budget:  # the width each depth gets from the budget, under its depth
+                widths = {float(r.params[DEPTH_KEY]): width_of(r) for r in runs}
+                ax.set_xticks(depths, [f"{d:g}\nw {widths.get(d, '?')}" for d in depths])
             ax.set_ylabel(f"final {metric.replace('/', ' ')}")
             ax.set_xlabel("depth (hidden layers)")
     handles = style.legend_handles(line_keys, configs, config_label)
