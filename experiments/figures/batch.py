@@ -192,7 +192,7 @@ def batch_size(data: Data) -> Built:
         ax.plot(x, y, color="0.2", linestyle=linestyle(rest), marker=marker(rest))
     batch_axis(ax, _sizes(data, groups))
     if spans_decades([np.array(reached)], 1.5):
-        log_axis(ax, subs=(1.0, 2.0, 5.0))
+        log_axis(ax)
     ax.set(xlabel="batch size (examples per step)", ylabel="steps to reach the target")
     ax.set_title(f"(d) steps to train loss ≤ {target:.3g} (every config reaches it)")
 
@@ -247,7 +247,7 @@ def lr_vs_batch(data: Data) -> Built:
     ax.plot(b, lrs[0] * np.sqrt(b / sizes[0]), ":", color=style.BLACK, lw=0.8, label="lr ∝ √B")
     ax.plot(sizes, lrs, "o-", color=style.BLUE, label="chosen on validation loss")
     batch_axis(ax, sizes)
-    log_axis(ax, subs=(1.0, 2.0, 5.0))
+    log_axis(ax)
     ax.set(xlabel="batch size B", ylabel="learning rate")
     grid = sorted({float(r.params["optim.lr"]) for r in data.tuning})
     ax.set_title(f"grid: {', '.join(f'{lr:g}' for lr in grid)}", fontsize=7)
@@ -287,7 +287,7 @@ def steps_vs_batch(data: Data) -> Built:
         ax.plot(b, s_min * (1 + b_noise / b), "--", color=style.BLACK, label=fit)
     batch_axis(ax, batches)
     if spans_decades([steps], 1):  # else a linear axis: a log one would label one tick
-        log_axis(ax, subs=(1.0, 2.0, 5.0))
+        log_axis(ax)
     ax.set(xlabel="batch size B", ylabel=f"steps to training loss {target:.3g}")
     ax.legend(loc="best")
     return fig, runs, [FULL_LOSS, EXAMPLES_KEY]

@@ -360,13 +360,18 @@ def log_if_decades(ax: Axes, bands: Sequence[Band]) -> None:
         log_axis(ax)
 
 
-def log_axis(ax: Axes, which: str = "y", subs: Sequence[float] = (1.0,)) -> None:
-    """A log scale on ``ax``'s ``which`` axis, labelled at powers of ten only (0.01, 0.1, 1 …;
-    1e-05 below 1e-4; ``subs=(1, 2, 5)`` also at 2 and 5 × them, for a range of about one
-    decade), no minor labels: clean ticks at print size."""
+def log_axis(ax: Axes, which: str = "y", subs: Sequence[float] | None = None) -> None:
+    """A log scale on ``ax``'s ``which`` axis, labelled at powers of ten (0.01, 0.1, 1 …;
+    1e-05 below 1e-4) and, with ``subs=(1, 2, 5)``, at 2 and 5 × them too; by default those
+    only when the data drawn span less than two decades.  No minor labels: clean ticks at
+    print size."""
     from matplotlib.ticker import LogLocator, NullFormatter
 
     axis = ax.yaxis if which == "y" else ax.xaxis
+    if subs is None:
+        low, high = ax.dataLim.intervaly if which == "y" else ax.dataLim.intervalx
+        narrow = 0 < low < high and math.log10(high / low) < 2
+        subs = (1.0, 2.0, 5.0) if narrow else (1.0,)
     ax.set(**{f"{which}scale": "log"})
     axis.set_major_locator(LogLocator(subs=subs, numticks=6))
     axis.set_major_formatter("{x:g}")
