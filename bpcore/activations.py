@@ -6,7 +6,7 @@ Every activation is a small class with
 * ``grad(z, a)``   -- the derivative  ∂a/∂z = f′(z), given both z and a = f(z) so that
   functions whose derivative is cheapest in terms of their output (sigmoid, tanh) reuse it;
   it returns a new array, which the backward pass overwrites with δ;
-* ``max_grad``     -- sup_z f′(z), the reference for "saturated" (f′ below 5% of it).
+* ``max_grad``     -- sup_z |f′(z)|, the reference for "saturated" (|f′| below 5% of it).
 
 All are elementwise, keep the input dtype (float32 stays float32), and are finite with no numpy
 warnings for |z| up to 1e4.  At kinks the derivative takes the value stated in the docstring.

@@ -36,7 +36,7 @@ def problems(fig: Figure) -> list[str]:
     found = [f"{name(t)} is {t.get_fontsize():g} pt" for t in texts if t.get_fontsize() < MIN_PT]
     found += overlapping(texts)
     for ax in fig.axes:
-        if not ax.get_visible() or is_colorbar(ax):
+        if not ax.get_visible() or is_colorbar(ax) or holds_legend_only(ax):
             continue
         if not has_data(ax):
             found.append(f"panel {ax.get_title()!r} has no data")
@@ -101,6 +101,11 @@ def overlapping(texts: list[Text]) -> list[str]:
 
 def is_colorbar(ax: Axes) -> bool:
     return ax.get_label() == "<colorbar>"
+
+
+def holds_legend_only(ax: Axes) -> bool:
+    """A grid cell turned off (no frame, no ticks) to hold the figure's legend."""
+    return not ax.axison and ax.get_legend() is not None
 
 
 def has_data(ax: Axes) -> bool:

@@ -88,7 +88,7 @@ def test_step_zero_matches_numpy(data: bpcore.Dataset, activation: str, batch_si
         assert got[f"update_ratio/{t}"] == pytest.approx(expected, rel=1e-10)
         if l < L - 1:
             fp = F_PRIME[activation](bp.zs[l], a)
-            assert got[f"saturation/{t}"] == np.mean(fp < 0.05 * MAX_GRAD[activation])
+            assert got[f"saturation/{t}"] == np.mean(np.abs(fp) < 0.05 * MAX_GRAD[activation])
             assert got[f"dead/{t}"] == np.mean(np.all(fp == 0, axis=0))
     assert "saturation/output" not in got and "dead/output" not in got
 
@@ -115,6 +115,20 @@ def test_sigmoid_saturation_with_huge_and_tiny_weights(
     got = first_record(recorder.history)
     for l in (1, 2, 3):
         assert low <= got[f"saturation/layer_{l:02d}"] <= high
+
+
+@pytest.mark.parametrize(("z", "saturated"), [(-1.5, 0.0), (-4.0, 1.0)])
+def test_gelu_saturation_is_a_small_slope_of_either_sign(
+    data: bpcore.Dataset, z: float, saturated: float
+) -> None:
+    """GELU′(−1.5) = Φ(−1.5) − 1.5 φ(−1.5) ≈ −0.13: steep, not saturated, though below 5% of
+    sup GELU′ ≈ 1.13; GELU′(−4) ≈ −5e-4 is flat.  Every pre-activation of layer 1 is z."""
+    net = bpcore.MLP(SIZES, activation="gelu")
+    net.weights[0][:] = 0.0
+    net.biases[0][:] = z
+    recorder = DiagnosticsRecorder(1)
+    run(net, data, recorder, max_steps=1)
+    assert first_record(recorder.history)["saturation/layer_01"] == saturated
 
 
 def test_relu_layer_with_very_negative_bias_is_dead(data: bpcore.Dataset) -> None:

@@ -74,3 +74,13 @@ def test_a_hidden_panel_and_hidden_tick_labels_are_not_defects() -> None:
     fig.axes[1].set_visible(False)
     fig.axes[0].tick_params(labelbottom=False)
     assert problems(fig) == []
+
+
+def test_a_panel_turned_off_to_hold_the_legend_is_not_empty() -> None:
+    fig = two_panels()
+    fig.axes[1].clear()
+    fig.axes[1].axis("off")
+    fig.axes[1].legend(handles=fig.axes[0].get_lines(), loc="center")
+    assert problems(fig) == []
+    fig.axes[1].get_legend().remove()  # turned off and holding nothing: still an empty panel
+    assert any("has no data" in p for p in problems(fig))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -117,6 +118,19 @@ def test_save_writes_every_format_with_fixed_metadata(tmp_path: Path) -> None:
         style.save(style.figure(1, 1), tmp_path / "x", ["jpg"])
 
 
+def test_a_pdf_with_mathtext_roots_logs_no_font_timestamp_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`make run` printed "'created' timestamp seems very low" twice: fontTools reading the
+    date of matplotlib's cmex10 (mathtext's √) while the PDF backend subsets it."""
+    style.apply()
+    fig = style.figure(style.ONE_COLUMN, 2.0)
+    fig.subplots().set_xlabel(r"$\sqrt{q^*}$")
+    with caplog.at_level(logging.WARNING):
+        style.render(fig, ["pdf"])
+    assert not [r for r in caplog.records if "timestamp" in r.getMessage()]
+
+
 # --- figure data ---
 
 
@@ -196,7 +210,8 @@ def test_loss_curves_average_seeds_and_mark_where_diverged_runs_stopped() -> Non
     assert [c.label for c in curves] == ["sigmoid", "tanh", "relu"]
     relu = curves[2].by_step["val/loss"]
     np.testing.assert_allclose(relu.mean, [0.8, 0.4])  # (2/5 + 6/5) / 2, (2/10 + 6/10) / 2
-    np.testing.assert_allclose(relu.hi, [1.2, 0.6])
+    # 95% t-interval of two values: mean + t(0.975, 1) · s/√2, s/√2 = |a − b|/2
+    np.testing.assert_allclose(relu.hi, [0.8 + 12.7062 * 0.4, 0.4 + 12.7062 * 0.2], rtol=1e-5)
     np.testing.assert_array_equal(curves[2].by_examples["val/loss"].x, [160, 320])
     (stop,) = curves[1].stops
     assert (stop.step, stop.examples, stop.loss["train/loss"]) == (12, 12 * 32, 0.1)
@@ -240,7 +255,7 @@ def test_loss_curves_draw_huge_finite_losses_at_the_ceiling_and_mark_them() -> N
     data = Data(runs, histories, ["activation.name"], [])
     fig, _, _ = losses.loss_curves(data)
     assert style.render(fig, ["png"])["png"].startswith(b"\x89PNG")
-    val_by_step = fig.axes[2]
+    val_by_step = fig.axes[1]  # one panel per loss: the activation is the only key
     marks = [line for line in val_by_step.lines if line.get_marker() == "^"]
     relu_colour, tanh_colour = (to_rgba(style.activation_style(a)[0]) for a in ("relu", "tanh"))
     assert {to_rgba(m.get_color()): list(m.get_xdata()) for m in marks} == {
@@ -250,7 +265,7 @@ def test_loss_curves_draw_huge_finite_losses_at_the_ceiling_and_mark_them() -> N
     assert all(list(m.get_ydata()) == [CEILING] * len(m.get_xdata()) for m in marks)
     assert val_by_step.get_ylim()[1] < 1e40
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert legend[-1] == "above 1e+38, drawn at it"
+    assert legend[-2] == "above 1e+38, drawn at it"
 
 
 def test_gradient_heatmaps_end_their_colour_scale_at_the_ceiling() -> None:
@@ -347,7 +362,7 @@ def test_batch_size_curves_and_steps_to_a_target() -> None:
     by_step = batch.loss_against(histories, runs, ["train.batch_size"], None)
     assert batch.default_target(by_step.values(), reached_by=1.0) == 0.5  # best: 0.5 and 0.25
     assert batch.default_target(by_step.values(), reached_by=0.0) == 0.25
-    assert batch.first_loss_ceiling(by_step.values()) == 1.5 * (1.0 + 0.5) / 2  # first: 1, 0.5
+    assert batch.first_loss_ceiling(by_step.values()) == 1.1 * 1.0  # first: 1, 0.5
     assert batch.first_loss_ceiling([common.band([(np.array([1]), np.array([np.inf]))])]) is None
 
 
@@ -434,6 +449,22 @@ def test_depth_figures_render_per_dataset_and_budget(tmp_path: Path, figure: str
     assert titles == (
         {"data=spirals", "data=sawtooth"} if figure == "depth_width_heatmap" else expected
     )
+
+
+def test_depth_vs_width_at_a_budget_names_each_depths_width() -> None:
+    """The width a budget gives is in the run's name only (``tanh-d3-w48-…``)."""
+    assert depth.width_of(RunInfo("a", "tanh-d3-w48-b32-s0")) == "48"
+    assert depth.width_of(RunInfo("a", "b800-linear-s1 · tanh-d3-w32")) == "32"
+    assert depth.width_of(RunInfo("a", "wide-run")) == "?"
+    runs, histories = [], {}
+    for d, w in ((1, 97), (4, 30)):
+        params = {"model.depth": str(d), "data.name": "spirals", "model.param_budget": "500"}
+        runs.append(RunInfo(f"r{d}", f"relu-d{d}-w{w}-b32-s0", params, {"diverged": "false"}))
+        histories[f"r{d}"] = history(2, [0], [1])
+    style.apply()
+    fig, _, _ = depth.depth_vs_width(Data(runs, histories, ["model.depth"], []))
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == ["1\nw 97", "4\nw 30"]
 
 
 # --- end to end: a real sweep, the CLI, MLflow ---
@@ -554,6 +585,8 @@ def test_plots_cli_writes_every_figure_and_logs_them(sweep: Sweep) -> None:
     assert {"grad_norm/layer_02", "grad_norm/output"} <= set(flow["metric_keys"])
     assert "grad_norm/layer_03" not in flow["metric_keys"]  # depth ≤ 2: the output is not one
     assert manifest["figures"]["activation_gallery.png"]["runs"] == []
+    for file, entry in manifest["figures"].items():
+        assert entry["caption"] == registry.figure(file.rpartition(".")[0]).caption
     logged = MlflowClient(sweep.uri).list_artifacts(sweep.parent_id, "figures")
     files = {"manifest.json", "summary.md", "summary.csv"}
     assert {Path(a.path).name for a in logged} == {p.name for p in expected} | files
@@ -709,6 +742,28 @@ def test_plots_on_a_store_in_a_read_only_folder_say_so_in_one_line(tmp_path: Pat
     )
 
 
+def test_gallery_redraw_names_the_missing_store_or_shot_and_touches_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from experiments.figures import gallery
+
+    monkeypatch.setattr(gallery, "WORK", tmp_path / "gallery")
+    monkeypatch.setattr(gallery, "DOCS", tmp_path / "docs")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "kept.png").write_bytes(b"png")
+    store = tmp_path / "gallery" / "mlflow.db"
+    with pytest.raises(SystemExit, match=f"no gallery store {store}: run `make gallery` first"):
+        gallery.main(["--redraw"])
+    store.parent.mkdir()
+    with contextlib.closing(sqlite3.connect(store)) as db, db:
+        db.execute("CREATE TABLE experiments (name TEXT)")
+        db.executemany("INSERT INTO experiments VALUES (?)", [(s.name,) for s in gallery.SHOTS[1:]])
+    first = gallery.SHOTS[0].name
+    with pytest.raises(SystemExit, match=f"has no runs of the shot\\(s\\) {first}: run"):
+        gallery.main(["--redraw"])
+    assert (tmp_path / "docs" / "kept.png").exists()  # nothing removed before the check
+
+
 def test_the_readme_gallery_is_what_the_gallery_command_writes(
     compose_config: Callable[..., Any],
 ) -> None:
@@ -753,6 +808,14 @@ def test_the_documented_figure_table_is_the_registry() -> None:
     assert sorted(name for name, when, _ in table if when == "always") == sorted(ALWAYS)
 
 
+def test_every_figure_has_a_caption_of_what_is_drawn_and_how_to_read_it() -> None:
+    for kind in registry.FIGURES:
+        what = kind.what[0].upper() + kind.what[1:]
+        assert kind.caption.startswith(f"{what}. "), kind.name
+        reading = kind.caption.removeprefix(f"{what}. ")
+        assert reading.endswith(".") and reading.count(". ") == 0, kind.name  # one sentence
+
+
 def test_histograms_of_a_single_config() -> None:
     h = history(3, [0, 5], [1])
     edges = {
@@ -768,6 +831,12 @@ def test_histograms_of_a_single_config() -> None:
     style.apply()
     fig, shown, _ = histograms.histograms(data)
     assert shown == [run] and style.render(fig, ["png"])["png"].startswith(b"\x89PNG")
+    # the first |δ| bin (zeros) is a share in the title, not a point at 1e-16 on the log axis
+    assert histograms.zero_fraction(h, "last") == 0.5  # 1 of the 2 bins of each hidden layer
+    delta_panel = fig.axes[2]
+    assert delta_panel.get_title() == "|δ| = 0: 50%"
+    assert all(line.get_xdata().min() > 1e-4 for line in delta_panel.lines)
+    assert histograms.decade_ticks(1e-5, 2e-2) == [1e-5, 1e-3]  # 4 decades: every other one
 
 
 def test_lr_sensitivity_stars_each_configs_chosen_lr_and_marks_diverged_seeds() -> None:

@@ -7,7 +7,7 @@ the depth.  For layer l on a recorded minibatch step (pure numpy, norms accumula
     grad_norm       ‖∂L/∂Wˡ‖_F                    bias_grad_norm  ‖∂L/∂bˡ‖₂
     act_mean        mean of aˡ                    act_std         std of aˡ  (over batch × units)
     update_ratio    ‖ΔWˡ‖_F / ‖Wˡ − ΔWˡ‖_F  (the applied update over the weights BEFORE it)
-    saturation      fraction of (example, unit) entries with f′(zˡ) < 0.05 · sup f′
+    saturation      fraction of (example, unit) entries with |f′(zˡ)| < 0.05 · sup |f′|
     dead            fraction of units with f′(zˡ) = 0 on every example of the batch
 
 saturation and dead exist for hidden layers only: the output head (softmax, sigmoid, identity)
@@ -51,7 +51,7 @@ from experiments.diagnostics.history import OUTPUT_TAG, FloatArray, History, Int
 
 Sink = Callable[[int, dict[str, float]], None]
 
-SATURATION_THRESHOLD = 0.05  # relative to the activation's max_grad
+SATURATION_THRESHOLD = 0.05  # of |f′|, relative to the activation's max_grad (sup |f′|)
 LAYER_FAMILIES = ("grad_norm", "bias_grad_norm", "act_mean", "act_std", "update_ratio")
 HIDDEN_FAMILIES = ("saturation", "dead")
 NORM_FAMILIES = ("prenorm_mean", "prenorm_var", "postnorm_mean", "postnorm_var")
@@ -116,7 +116,8 @@ def layer_diagnostics(report: StepReport) -> dict[str, float]:
             if l < L - 1:
                 f = net.hidden_activations[l]
                 fp = f.grad(bp.ys[l], bp.hs[l])  # f′ at the activation's input, (batch, units)
-                values[f"saturation/{tag}"] = float(np.mean(fp < SATURATION_THRESHOLD * f.max_grad))
+                saturated = np.abs(fp) < SATURATION_THRESHOLD * f.max_grad  # GELU′ < 0 is not flat
+                values[f"saturation/{tag}"] = float(np.mean(saturated))
                 values[f"dead/{tag}"] = float(np.mean(~fp.any(axis=0)))
     return {key: values[key] for key in metric_keys(L)}
 

@@ -12,7 +12,7 @@ from experiments.figures.common import Built, Data
 
 
 def activation_curves(z: FloatArray) -> dict[str, tuple[FloatArray, FloatArray, float]]:
-    """Every registered activation at default parameters: name → (f(z), f′(z), sup f′)."""
+    """Every registered activation at default parameters: name → (f(z), f′(z), sup |f′|)."""
     out = {}
     for name in ACTIVATIONS:
         f = get_activation(name)
@@ -22,7 +22,8 @@ def activation_curves(z: FloatArray) -> dict[str, tuple[FloatArray, FloatArray, 
 
 
 def activation_gallery(data: Data) -> Built:
-    """Every activation f (solid) and f′ (dashed); where f′ < 5% of sup f′ shaded."""
+    """Every activation f (solid) and f′ (dashed); shaded where |f′| < 5% of sup |f′| (the
+    saturation metric's rule: GELU′ ≈ −0.1 is a slope, not a plateau)."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
@@ -31,7 +32,7 @@ def activation_gallery(data: Data) -> Built:
     fig, axes = style.grid(len(curves) + 1, 1.25)  # the last panel holds the legend
     for ax, (name, (f, fp, sup)) in zip(axes, curves.items(), strict=False):
         colour = style.activation_style(name)[0]
-        shade = fp < SATURATION_THRESHOLD * sup
+        shade = np.abs(fp) < SATURATION_THRESHOLD * sup
         ax.fill_between(z, 0, 1, where=shade, transform=ax.get_xaxis_transform(), color="0.9")
         ax.axhline(0, color="0.6", lw=0.4)
         ax.axvline(0, color="0.6", lw=0.4)
@@ -43,7 +44,7 @@ def activation_gallery(data: Data) -> Built:
     handles = [
         Line2D([], [], color="0.2", label="f(z)"),
         Line2D([], [], color="0.2", linestyle="--", label="f′(z)"),
-        Patch(color="0.9", label=f"f′ < {SATURATION_THRESHOLD:.0%} of sup f′"),
+        Patch(color="0.9", label=f"|f′| < {SATURATION_THRESHOLD:.0%} of sup |f′|"),
     ]
     axes[-1].legend(handles=handles, loc="center")
     fig.supxlabel("pre-activation z")

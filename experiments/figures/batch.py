@@ -32,14 +32,17 @@ from experiments.figures.common import (
     RunInfo,
     against,
     band,
+    batch_axis,
     config_keys,
     config_label,
     examples_per_step,
     finite_or_nan,
     group_runs,
+    log_axis,
     log_if_decades,
     record_of,
     runs_with,
+    spans_decades,
     with_band,
 )
 
@@ -62,21 +65,27 @@ def loss_against(
     group_by: Sequence[str],
     x_key: str | None,
     key: str = LOSS_KEYS[0],
+    spread: str = "range",
 ) -> dict[Config, Band]:
     """Per config: ``key`` (epoch records) against the step (``x_key`` None) or another epoch
-    metric such as examples seen or seconds; mean and min–max over seeds."""
-    return {
-        config: band([against(histories[r.run_id], key, x_key) for r in group])
-        for config, group in group_runs(runs, group_by).items()
-    }
+    metric such as examples seen or seconds; the mean and the ``band``'s spread over the seeds
+    at each step, drawn at the seeds' mean of ``x_key`` there (seeds' wall times differ)."""
+    out = {}
+    for config, group in group_runs(runs, group_by).items():
+        hs = [histories[r.run_id] for r in group]
+        by_step = band([against(h, key, None) for h in hs], spread=spread)
+        if x_key is not None:
+            by_step.x = band([against(h, x_key, None) for h in hs]).mean
+        out[config] = by_step
+    return out
 
 
-def first_loss_ceiling(curves: Iterable[Band], margin: float = 1.5) -> float | None:
-    """A y-axis top for loss curves: ``margin`` × the median over configs of their first mean
-    loss, so runs that blow up leave the chart instead of flattening the others; None if no
-    config has a finite first value."""
+def first_loss_ceiling(curves: Iterable[Band], margin: float = 1.1) -> float | None:
+    """A y-axis top for loss curves: ``margin`` × the largest first mean loss of the configs,
+    so every curve starts inside the chart and only runs that blow up later leave it; None if
+    no config has a finite first value."""
     firsts = [float(b.mean[0]) for b in curves if b.mean.size and np.isfinite(b.mean[0])]
-    return margin * float(np.median(firsts)) if firsts else None
+    return margin * max(firsts) if firsts else None
 
 
 def steps_to_target(steps: NDArray[np.generic], loss: FloatArray, target: float) -> float:
@@ -92,9 +101,10 @@ def steps_to_target(steps: NDArray[np.generic], loss: FloatArray, target: float)
     return float(x[i - 1] + (y[i - 1] - target) / (y[i - 1] - y[i]) * (x[i] - x[i - 1]))
 
 
-def default_target(curves: Iterable[Band], reached_by: float = 0.5) -> float:
-    """A target loss that about ``reached_by`` of the configs reach: that quantile of the
-    configs' best mean loss (configs that never had a finite loss left out)."""
+def default_target(curves: Iterable[Band], reached_by: float = 1.0) -> float:
+    """A target loss that about ``reached_by`` of the configs reach (by default all: the
+    worst config's best): that quantile of the configs' best mean loss (configs that never had
+    a finite loss left out)."""
     best = [np.nanmin(b.mean) for b in curves if not np.isnan(b.mean).all()]
     return float(np.quantile(best, reached_by)) if best else math.nan
 
@@ -129,10 +139,10 @@ def has_full_loss(data: Data) -> bool:
 
 
 def batch_size(data: Data) -> Built:
-    """Train loss against examples seen, steps and seconds, one line per batch size (colour)
-    and rule (line style); steps to reach a target loss against batch size."""
+    """Train loss (mean, 95% t-band over seeds) against examples seen, steps and seconds, one
+    line per batch size (colour) and rule (line style); steps to reach a target loss that
+    every config reaches against batch size."""
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import NullFormatter
 
     batch_first = [BATCH_KEY, *[k for k in data.keys if k != BATCH_KEY]]
     groups = group_runs(data.runs, batch_first)
@@ -140,11 +150,13 @@ def batch_size(data: Data) -> Built:
     rests = list(dict.fromkeys(c[1:] for c in groups))
     colours = dict(zip(batches, style.ordered_colours(len(batches)), strict=True))
 
-    def look(config: Config) -> dict[str, Any]:
-        linestyle = style.LINESTYLES[rests.index(config[1:]) % len(style.LINESTYLES)]
-        return {"color": colours[config[0]], "linestyle": linestyle, "lw": 1.0}
+    def linestyle(rest: Config) -> str:
+        return style.LINESTYLES[rests.index(rest) % len(style.LINESTYLES)]
 
-    fig = style.figure(style.TWO_COLUMN, 4.2)
+    def marker(rest: Config) -> str:
+        return style.MARKERS[rests.index(rest) % len(style.MARKERS)]
+
+    fig = style.figure(style.TWO_COLUMN, 4.4)
     axes = fig.subplots(2, 2)
     panels: list[tuple[Axes, str | None, str]] = [
         (axes[0, 0], EXAMPLES_KEY, "examples seen"),
@@ -152,19 +164,23 @@ def batch_size(data: Data) -> Built:
         (axes[1, 0], SECONDS_KEY, "wall time (s)"),
     ]
     curves = {
-        x_key: loss_against(data.histories, data.runs, batch_first, x_key) for _, x_key, _ in panels
+        x_key: loss_against(data.histories, data.runs, batch_first, x_key, spread="t")
+        for _, x_key, _ in panels
     }
-    for ax, x_key, xlabel in panels:
+    for (ax, x_key, xlabel), letter in zip(panels, "abc", strict=False):
         for config, b in curves[x_key].items():
-            with_band(ax, b, **look(config))
-        log_if_decades(ax, list(curves[x_key].values()))
+            with_band(ax, b, color=colours[config[0]], linestyle=linestyle(config[1:]), lw=1.0)
         ax.set_ylim(top=first_loss_ceiling(curves[x_key].values()))  # diverging runs leave the top
-        ax.set(xlabel=xlabel, ylabel="train loss")
-        ax.set_xscale("linear" if x_key == EXAMPLES_KEY else "log")
+        log_if_decades(ax, list(curves[x_key].values()))
+        xs = [b.x for b in curves[x_key].values()]
+        if x_key != EXAMPLES_KEY and spans_decades(xs, 1.5):  # else few labelled log ticks
+            log_axis(ax, "x")
+        ax.set(xlabel=xlabel, ylabel="train loss", title=f"({letter}) loss vs {xlabel}")
     by_step = curves[None]
     target = data.target_loss if data.target_loss is not None else default_target(by_step.values())
     ax = axes[1, 1]
-    for i, rest in enumerate(rests):
+    reached: list[float] = []
+    for rest in rests:
         points = []
         for config, b in by_step.items():
             if config[1:] == rest:
@@ -172,29 +188,28 @@ def batch_size(data: Data) -> Built:
                 size = batch_size_of(run, data.histories[run.run_id])
                 points.append((size, steps_to_target(b.x, b.mean, target)))
         x, y = np.array(points).T
-        kw = {"color": "0.2", "linestyle": style.LINESTYLES[i % len(style.LINESTYLES)]}
-        ax.plot(x, y, marker=style.MARKERS[i % len(style.MARKERS)], **kw)
-    ax.set(xscale="log", yscale="log", xlabel="batch size (examples per step)")
-    for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_formatter("{x:g}")
-        axis.set_minor_formatter(NullFormatter())
-    ax.set(ylabel="steps to reach it", title=f"target: train loss ≤ {target:.3g}")
+        reached += list(y[np.isfinite(y)])
+        ax.plot(x, y, color="0.2", linestyle=linestyle(rest), marker=marker(rest))
+    batch_axis(ax, _sizes(data, groups))
+    if spans_decades([np.array(reached)], 1.5):
+        log_axis(ax)
+    ax.set(xlabel="batch size (examples per step)", ylabel="steps to reach the target")
+    ax.set_title(f"(d) steps to train loss ≤ {target:.3g} (every config reaches it)")
 
     handles = [Line2D([], [], color=colours[b], label=f"batch {b}") for b in batches]
     rest_keys = batch_first[1:]
-    if rest_keys:
-        handles += [
-            Line2D(
-                [],
-                [],
-                color="0.2",
-                linestyle=look((batches[0], *r))["linestyle"],
-                label=config_label(rest_keys, r),
-            )
-            for r in rests
-        ]
+    for r in rests:
+        label = config_label(rest_keys, r) if rest_keys else "steps to target (d)"
+        look: dict[str, Any] = {"color": "0.2", "linestyle": linestyle(r), "marker": marker(r)}
+        handles.append(Line2D([], [], **look, label=label))
+    handles.append(Line2D([], [], color="0.6", lw=4, alpha=0.4, label="95% t-interval over seeds"))
     style.legend(fig, handles)
     return fig, data.runs, [LOSS_KEYS[0], EXAMPLES_KEY, SECONDS_KEY]
+
+
+def _sizes(data: Data, groups: Mapping[Config, Sequence[RunInfo]]) -> list[float]:
+    """The batch size of each config (``full``: its examples per step)."""
+    return [batch_size_of(g[0], data.histories[g[0].run_id]) for g in groups.values()]
 
 
 def chosen_per_batch(data: Data) -> tuple[FloatArray, FloatArray]:
@@ -223,7 +238,6 @@ def tuned_batch_sizes(data: Data) -> bool:
 def lr_vs_batch(data: Data) -> Built:
     """Each batch size's chosen (effective) lr, with lr ∝ B and lr ∝ √B through the smallest
     batch's: which scaling rule the tuned learning rates follow."""
-    from matplotlib.ticker import NullFormatter
 
     sizes, lrs = chosen_per_batch(data)
     fig = style.figure(style.ONE_COLUMN, 2.6)
@@ -232,14 +246,25 @@ def lr_vs_batch(data: Data) -> Built:
     ax.plot(b, lrs[0] * b / sizes[0], "--", color=style.BLACK, lw=0.8, label="lr ∝ B (linear)")
     ax.plot(b, lrs[0] * np.sqrt(b / sizes[0]), ":", color=style.BLACK, lw=0.8, label="lr ∝ √B")
     ax.plot(sizes, lrs, "o-", color=style.BLUE, label="chosen on validation loss")
-    ax.set(xscale="log", yscale="log", xlabel="batch size B", ylabel="learning rate")
-    for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_formatter("{x:g}")
-        axis.set_minor_formatter(NullFormatter())
+    batch_axis(ax, sizes)
+    log_axis(ax)
+    ax.set(xlabel="batch size B", ylabel="learning rate")
     grid = sorted({float(r.params["optim.lr"]) for r in data.tuning})
     ax.set_title(f"grid: {', '.join(f'{lr:g}' for lr in grid)}", fontsize=7)
     ax.legend(loc="upper left")
     return fig, data.tuning, ["val/loss"]
+
+
+def reached_by_all(runs: Sequence[RunInfo], histories: Mapping[str, History]) -> float:
+    """The lowest training-set loss that every run reaches after its first record (the
+    largest of their best losses from step 1 on)."""
+    best = []
+    for run in runs:
+        steps, loss = histories[run.run_id].series(FULL_LOSS)
+        later = finite_or_nan(loss[steps > 0])
+        if not np.isnan(later).all():
+            best.append(float(np.nanmin(later)))
+    return max(best, default=math.nan)
 
 
 def steps_vs_batch(data: Data) -> Built:
@@ -247,18 +272,22 @@ def steps_vs_batch(data: Data) -> Built:
     runs = runs_with(data, FULL_LOSS)
     target = TARGET_LOSS if data.target_loss is None else data.target_loss
     batches, steps = best_steps(runs, data.histories, target)
+    if data.target_loss is None and len(batches) < 2:  # too few reach it: one every run does
+        target = reached_by_all(runs, data.histories)
+        batches, steps = best_steps(runs, data.histories, target)
     fig = style.figure(style.ONE_COLUMN, 2.8)
     ax = fig.subplots()
+    later = steps > 0  # a target met at step 0 says nothing about the batch size
+    batches, steps = batches[later], steps[later]
     ax.plot(batches, steps, "o", color=style.BLUE, label="best lr of the grid, mean over seeds")
     if len(batches) >= 2:
         s_min, b_noise = fit_steps_vs_batch(batches, steps)
         b = np.geomspace(batches.min(), batches.max(), 200)
         fit = rf"$S_{{min}}(1 + B_{{noise}}/B)$, $B_{{noise}}$ = {b_noise:.3g}"
         ax.plot(b, s_min * (1 + b_noise / b), "--", color=style.BLACK, label=fit)
-    if len(batches):
-        ax.set(xscale="log", yscale="log")
-    else:
-        ax.text(0.5, 0.5, "no run reached the target", transform=ax.transAxes, ha="center")
-    ax.set(xlabel="batch size B", ylabel=f"steps to training loss {target:g}")
-    ax.legend(loc="upper right")
+    batch_axis(ax, batches)
+    if spans_decades([steps], 1):  # else a linear axis: a log one would label one tick
+        log_axis(ax)
+    ax.set(xlabel="batch size B", ylabel=f"steps to training loss {target:.3g}")
+    ax.legend(loc="best")
     return fig, runs, [FULL_LOSS, EXAMPLES_KEY]

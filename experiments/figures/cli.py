@@ -7,10 +7,10 @@
 Reads the FINISHED runs' params and tags (one search) and each run's ``history.npz`` (one
 download per run); draws every figure the runs can show in worker processes (those that need
 no runs while MLflow is still loading); writes ``<out>/<name>.{png,pdf}``, the sweep's
-summary table (``summary.md``, ``summary.csv``, also printed) and ``manifest.json`` (per file:
-runs and metric keys; the selection and git commit) and logs them to the sweep's parent run
-under ``figures/``.  A tuned sweep's figures show its reported (final) runs; its tuning runs
-are in ``lr_sensitivity``.  Same runs, same PDF and SVG bytes.
+summary table (``summary.md``, ``summary.csv``, also printed) and ``manifest.json`` (per
+file: its caption, runs and metric keys; the selection and git commit) and logs them to the
+sweep's parent run under ``figures/``.  A tuned sweep's figures show its reported (final)
+runs; its tuning runs are in ``lr_sensitivity``.  Same runs, same PDF and SVG bytes.
 The figures: ``experiments.figures.registry``; their look: ``experiments.figures.style``.
 
 A figure that fails is named on stderr, with its error, and the others are still written.
@@ -153,7 +153,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             written.append(out / f"{name}.{fmt}")
             written[-1].write_bytes(content)
             runs_shown = [{"id": r.run_id, "name": r.name} for r in shown]
-            figures[written[-1].name] = {"runs": runs_shown, "metric_keys": used}
+            caption = figure(name).caption
+            figures[written[-1].name] = {
+                "caption": caption,
+                "runs": runs_shown,
+                "metric_keys": used,
+            }
             print(written[-1])
     selected = {"tracking_uri": uri, "experiment": args.experiment, "sweep": args.sweep}
     resolved = {"experiment": selection.experiment, "sweep": selection.parent_run_id}

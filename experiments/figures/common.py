@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from bpcore import ACTIVATIONS
 from experiments.comparison import records
 from experiments.comparison.records import ACTIVATION_KEY
+from experiments.comparison.summary import CONFIDENCE, interval
 from experiments.diagnostics.history import OUTPUT_TAG, FloatArray, History, IntArray
 
 if TYPE_CHECKING:
@@ -268,10 +269,21 @@ def against(history: History, key: str, x_key: str | None) -> tuple[NDArray[Any]
     return (steps if x_key is None else history.series(x_key)[1]), values
 
 
+def t_interval(values: Sequence[float], min_n: int = 2) -> tuple[float, float]:
+    """(low, high): the mean ∓ the half width of its 95% Student-t interval over the finite
+    ``values`` (the summary table's rule, ``comparison.summary.interval``), as seaborn's
+    ``errorbar`` callable returns it; no width from fewer than ``min_n`` values."""
+    found = interval(values)
+    width = found.half_width if found.n >= min_n and found.half_width else 0.0
+    width = width if math.isfinite(width) else 0.0
+    return found.mean - width, found.mean + width
+
+
 @dataclass
 class Band:
-    """Mean and min–max over runs at each x (NaN where no run has a finite value); ``over``:
-    where the max was above the ceiling, so that mean, min and max were drawn at it."""
+    """Mean and a spread over runs at each x (NaN where no run has a finite value): min–max,
+    or the 95% t-interval of the mean (``band(spread="t")``); ``over``: where the max was above
+    the ceiling, so that mean, low and high were drawn at it."""
 
     x: FloatArray
     mean: FloatArray
@@ -281,10 +293,13 @@ class Band:
 
 
 def band(
-    series: Sequence[tuple[NDArray[np.generic], FloatArray]], ceiling: float = math.inf
+    series: Sequence[tuple[NDArray[np.generic], FloatArray]],
+    ceiling: float = math.inf,
+    spread: str = "range",
 ) -> Band:
-    """Align (x, y) series on the union of their x; mean, min, max of the finite y at each x,
-    each at most ``ceiling``."""
+    """Align (x, y) series on the union of their x; the mean of the finite y at each x and
+    their min and max (``spread="range"``) or the 95% Student-t interval of the mean
+    (``spread="t"``, as ``t_interval``), each at most ``ceiling``."""
     xs = np.unique(np.concatenate([np.asarray(x, dtype=np.float64) for x, _ in series]))
     table = np.full((len(series), len(xs)), np.nan)
     for row, (x, y) in zip(table, series, strict=True):
@@ -296,12 +311,39 @@ def band(
     lo = np.where(count > 0, np.where(ok, table, np.inf).min(axis=0), np.nan)
     hi = np.where(count > 0, np.where(ok, table, -np.inf).max(axis=0), np.nan)
     over = hi > ceiling
+    if spread == "t":
+        lo, hi = _t_limits(table, mean, count)
     return Band(
         xs, np.minimum(mean, ceiling), np.minimum(lo, ceiling), np.minimum(hi, ceiling), over
     )
 
 
+def _t_limits(
+    table: FloatArray, mean: FloatArray, count: IntArray
+) -> tuple[FloatArray, FloatArray]:
+    """Per column of ``table`` (runs × x, NaN where missing): mean ∓ t · s/√n, the mean alone
+    where n < 2 or the spread is not finite."""
+    from scipy import stats  # type: ignore[import-untyped]
+
+    with np.errstate(all="ignore"):
+        deviations = np.where(np.isnan(table), 0.0, table - mean)
+        sd = np.sqrt((deviations**2).sum(axis=0) / np.maximum(count - 1, 1))
+        half = stats.t.ppf((1 + CONFIDENCE) / 2, np.maximum(count - 1, 1)) * sd / np.sqrt(count)
+    half = np.where((count >= 2) & np.isfinite(half), half, 0.0)
+    return mean - half, mean + half
+
+
 # ---------------------------------------------------------------------------- drawing helpers
+
+
+def batch_axis(ax: Axes, sizes: Iterable[float]) -> None:
+    """A log x axis labelled at exactly the batch sizes drawn (8, 32, 120 …)."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(sorted(set(sizes))))
+    ax.xaxis.set_major_formatter("{x:g}")
+    ax.xaxis.set_minor_locator(NullLocator())
 
 
 def with_band(ax: Axes, b: Band, **kw: Any) -> None:
@@ -314,9 +356,23 @@ def with_band(ax: Axes, b: Band, **kw: Any) -> None:
 
 def log_if_decades(ax: Axes, bands: Sequence[Band]) -> None:
     """A log y axis, labelled 0.1, 0.01 …, when the bands span two decades."""
-    from matplotlib.ticker import NullFormatter
+    if spans_decades([a for b in bands for a in (b.lo, b.mean, b.hi)]):
+        log_axis(ax)
 
-    if spans_decades([a for b in bands for a in (b.lo, b.hi)]):
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter("{x:g}")
-        ax.yaxis.set_minor_formatter(NullFormatter())
+
+def log_axis(ax: Axes, which: str = "y", subs: Sequence[float] | None = None) -> None:
+    """A log scale on ``ax``'s ``which`` axis, labelled at powers of ten (0.01, 0.1, 1 …;
+    1e-05 below 1e-4) and, with ``subs=(1, 2, 5)``, at 2 and 5 × them too; by default those
+    only when the data drawn span less than two decades.  No minor labels: clean ticks at
+    print size."""
+    from matplotlib.ticker import LogLocator, NullFormatter
+
+    axis = ax.yaxis if which == "y" else ax.xaxis
+    if subs is None:
+        low, high = ax.dataLim.intervaly if which == "y" else ax.dataLim.intervalx
+        narrow = 0 < low < high and math.log10(high / low) < 2
+        subs = (1.0, 2.0, 5.0) if narrow else (1.0,)
+    ax.set(**{f"{which}scale": "log"})
+    axis.set_major_locator(LogLocator(subs=subs, numticks=6))
+    axis.set_major_formatter("{x:g}")
+    axis.set_minor_formatter(NullFormatter())

@@ -1,6 +1,7 @@
 """Regenerate the README's figure gallery, ``docs/gallery/*.png``, from real sweeps.
 
-    python -m experiments.figures.gallery    # or: make gallery  (≈ 12 min on 2 cores)
+    python -m experiments.figures.gallery            # or: make gallery  (≈ 12 min on 2 cores)
+    python -m experiments.figures.gallery --redraw   # the figures only, from the last run's store
 
 Checks first that every figure a shot names is in ``experiments.figures.registry``; then runs
 each sweep of ``SHOTS`` with ``python -m experiments.train -m`` into its own store,
@@ -8,15 +9,24 @@ each sweep of ``SHOTS`` with ``python -m experiments.train -m`` into its own sto
 ``python -m experiments.plots`` into ``outputs/gallery/<name>/`` and copies the ones the README
 shows to ``docs/gallery/<sweep>-<figure>.png``.  The commands are exactly a user's: nothing
 here draws by itself.
+
+``--redraw`` skips the sweeps: it draws and copies the figures (the same ``experiments.plots``
+commands and copies) from the runs already in ``outputs/gallery/mlflow.db``, after a change to
+the figures; it says in one line which store or shot is missing, before touching anything.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from experiments import PROJECT_ROOT
 from experiments.figures.registry import FIGURES
@@ -75,18 +85,46 @@ def _run(env: dict[str, str], *args: str) -> None:
     subprocess.run([sys.executable, "-m", *args], env=env, cwd=PROJECT_ROOT, check=True)
 
 
-def main() -> None:
-    """Run every shot's sweep, plot it, copy its PNGs to docs/gallery/."""
+def missing_shots(store: Path) -> list[str]:
+    """The shots whose experiment the gallery store does not hold (all, without a store)."""
+    if not store.is_file():
+        return [shot.name for shot in SHOTS]
+    with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as db:
+        try:
+            names = {row[0] for row in db.execute("SELECT name FROM experiments")}
+        except sqlite3.DatabaseError:
+            return [shot.name for shot in SHOTS]
+    return [shot.name for shot in SHOTS if shot.name not in names]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run every shot's sweep (unless ``--redraw``), plot it, copy its PNGs to docs/gallery/."""
+    parser = argparse.ArgumentParser(prog="python -m experiments.figures.gallery")
+    parser.add_argument(
+        "--redraw", action="store_true", help=f"no sweeps: redraw from {WORK / 'mlflow.db'}"
+    )
+    redraw = parser.parse_args(argv).redraw
     unknown = unknown_figures()
     if unknown:  # before 12 minutes of sweeps, and before docs/gallery/ is emptied
         sys.exit(f"error: no such figure in experiments.figures.registry: {', '.join(unknown)}")
-    shutil.rmtree(WORK, ignore_errors=True)
-    WORK.mkdir(parents=True)
+    store = WORK / "mlflow.db"
+    if redraw:
+        missing = missing_shots(store)
+        if not store.is_file():
+            sys.exit(f"error: no gallery store {store}: run `make gallery` first")
+        if missing:
+            shots = ", ".join(missing)
+            sys.exit(f"error: {store} has no runs of the shot(s) {shots}: run `make gallery`")
+    else:
+        shutil.rmtree(WORK, ignore_errors=True)
+        WORK.mkdir(parents=True)
     shutil.rmtree(DOCS, ignore_errors=True)  # no stale image outlives its shot
     DOCS.mkdir(parents=True)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{WORK / 'mlflow.db'}"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
     for shot in SHOTS:
-        _run(env, "experiments.train", "-m", *shot.sweep, f"hydra.sweep.dir={WORK / shot.name}")
+        if not redraw:
+            sweep_dir = f"hydra.sweep.dir={WORK / shot.name}"
+            _run(env, "experiments.train", "-m", *shot.sweep, sweep_dir)
         out = WORK / shot.name / "figures"
         plots = ("--experiment", shot.name, "--out", str(out), "--formats", "png", *shot.plots)
         _run(env, "experiments.plots", *plots)

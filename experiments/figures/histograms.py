@@ -3,6 +3,7 @@ last recorded step (Glorot & Bengio 2010, figs. 3–7; runs logged with ``log.hi
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -43,32 +44,69 @@ def has_histograms(data: Data) -> bool:
     return any(data.histories[r.run_id].histogram_kinds for _, r in data.panels)
 
 
+def decade_ticks(low: float, high: float, most: int = 3) -> list[float]:
+    """At most ``most`` powers of ten inside [low, high], evenly spaced in exponent, so that the
+    labels of a narrow log axis do not collide."""
+    exponents = list(range(math.ceil(math.log10(low)), math.floor(math.log10(high)) + 1))
+    every = max(1, math.ceil(len(exponents) / most))
+    return [10.0**e for e in exponents[::every]]
+
+
+def zero_fraction(history: History, at: Literal["first", "last"]) -> float:
+    """The fraction of the hidden layers' δ in the first |δ| bin (below 1e-16: exactly 0 for a
+    ReLU unit that is off), which a log axis cannot draw."""
+    _, _, counts = history.histogram("delta")
+    hidden = counts[0 if at == "first" else -1][:-1]
+    return float(hidden[:, 0].sum() / max(hidden.sum(), 1))
+
+
 def histograms(data: Data) -> Built:
     """Per hidden layer, the distribution of activations aˡ and of back-propagated |δˡ| at
-    the first and the last recorded step (Glorot & Bengio 2010, figs. 3–7): one row per config."""
+    the first and the last recorded step (Glorot & Bengio 2010, figs. 3–7): one row per config,
+    its layers coloured on its own scale; x ranges fitted to the values; the |δ| = 0 share
+    (ReLU's off units) in the panel title rather than as a spike at 1e-16."""
     from matplotlib.cm import ScalarMappable
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import FixedLocator, MaxNLocator, NullFormatter
 
     rows = [(c, r) for c, r in data.panels if data.histories[r.run_id].histogram_kinds]
     rows = pick_evenly(rows, HISTOGRAM_ROWS)
-    hidden = max(data.histories[r.run_id].n_layers or 2 for _, r in rows) - 1
-    norm, cmap = style.layer_colours(hidden)
-    fig = style.figure(style.TWO_COLUMN, 1.5 * len(rows) + 0.3)
+    fig = style.figure(style.TWO_COLUMN, 1.6 * len(rows) + 0.3)
     for sub, (config, run) in zip(
         fig.subfigures(len(rows), 1, squeeze=False)[:, 0], rows, strict=True
     ):
         history = data.histories[run.run_id]
-        sub.suptitle(config_label(data.keys, config), fontsize=8)
+        hidden = (history.n_layers or 2) - 1
+        norm, cmap = style.layer_colours(hidden)
+        sub.suptitle(config_label(data.keys, config) or "all runs", fontsize=8)
         axes = sub.subplots(1, len(HISTOGRAM_PANELS))
         for ax, (kind, at) in zip(axes, HISTOGRAM_PANELS, strict=True):
             step, centres, fractions = layer_histograms(history, kind, at)
-            for layer in range(len(centres) - 1):  # hidden layers: the output's is the head's
-                ax.plot(centres[layer], fractions[layer], color=cmap(norm(layer + 1)), lw=0.9)
-            value = "aˡ" if kind == "activation" else "|δˡ| = |∂L/∂zˡ|"
-            ax.set_xlabel(f"{value} at step {step}")
+            first = 1 if kind == "delta" else 0  # the first |δ| bin holds the zeros
+            for layer in range(hidden):  # hidden layers: the output's is the head's
+                x, y = centres[layer, first:], fractions[layer, first:]
+                ax.plot(x, y, color=cmap(norm(layer + 1)), lw=0.9)
+            shown = centres[:hidden, first:][fractions[:hidden, first:] > 0]
+            if shown.size:
+                pad = 1.5 if kind == "delta" else 0.05 * (shown.max() - shown.min() or 1)
+                low, high = (
+                    (shown.min() / pad, shown.max() * pad)
+                    if kind == "delta"
+                    else (
+                        shown.min() - pad,
+                        shown.max() + pad,
+                    )
+                )
+                ax.set_xlim(low, high)
             if kind == "delta":
                 ax.set_xscale("log")
-        axes[0].set_ylabel("fraction of values")
-        bar = sub.colorbar(ScalarMappable(norm, cmap), ax=axes, label="hidden layer", aspect=10)
-        bar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+                ax.xaxis.set_major_locator(FixedLocator(decade_ticks(*ax.get_xlim())))
+                ax.xaxis.set_minor_formatter(NullFormatter())
+                ax.set_title(f"|δ| = 0: {zero_fraction(history, at):.0%}", fontsize=7)
+                ax.set_xlabel(f"|δˡ| at step {step}")
+            else:
+                ax.xaxis.set_major_locator(MaxNLocator(4))
+                ax.set_xlabel(f"aˡ at step {step}")
+        axes[0].set_ylabel("fraction")
+        bar = sub.colorbar(ScalarMappable(norm, cmap), ax=axes, label="hidden\nlayer", aspect=8)
+        bar.ax.yaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
     return fig, [r for _, r in rows], []

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from experiments.comparison.records import ACTIVATION_KEY
 from experiments.diagnostics.history import History
 from experiments.figures import style
 from experiments.figures.common import (
@@ -27,6 +28,7 @@ from experiments.figures.common import (
     config_label,
     examples_per_step,
     group_runs,
+    log_axis,
     spans_decades,
     with_band,
 )
@@ -82,7 +84,7 @@ def _stop(run: RunInfo, history: History) -> Stop | None:
 def loss_curves_of(
     histories: Mapping[str, History], runs: Sequence[RunInfo], group_by: Sequence[str]
 ) -> list[LossCurves]:
-    """Per config: mean and min–max band over seeds of train/val loss vs step and vs examples
+    """Per config: mean and 95% t-band over seeds of train/val loss vs step and vs examples
     seen (from the epoch records), capped at ``CEILING``, and where its diverged runs stopped."""
     curves = []
     for config, group in group_runs(runs, group_by).items():
@@ -91,8 +93,10 @@ def loss_curves_of(
         for key in LOSS_KEYS:
             logged = [h for h in hs if key in h.keys]
             if logged:
-                by_step[key] = band([against(h, key, None) for h in logged], CEILING)
-                by_examples[key] = band([against(h, key, EXAMPLES_KEY) for h in logged], CEILING)
+                by_step[key] = band([against(h, key, None) for h in logged], CEILING, "t")
+                by_examples[key] = band(
+                    [against(h, key, EXAMPLES_KEY) for h in logged], CEILING, "t"
+                )
         stops = [s for r, h in zip(group, hs, strict=True) if (s := _stop(r, h)) is not None]
         label = config_label(group_by, config)
         curves.append(LossCurves(config, label, group, by_step, by_examples, stops))
@@ -100,45 +104,66 @@ def loss_curves_of(
 
 
 def loss_curves(data: Data) -> Built:
-    """Train/val loss vs step and vs examples seen: mean, min–max over seeds.  An × marks
+    """Train and val loss (rows) against the step, or the examples seen when batch sizes
+    differ: mean and 95% t-band over seeds (``band(spread="t")``).  With the activation and
+    another key varying, one column per activation, the other keys by line style.  An × marks
     where a diverged run stopped, at its last finite loss (on the edge if off the chart); a ▲
     where a finite loss above ``CEILING`` is drawn at it."""
     from matplotlib.lines import Line2D
 
     curves = loss_curves_of(data.histories, data.runs, data.keys)
-    look = style.looks(data.keys, [c.config for c in curves])
-    fig = style.figure(style.TWO_COLUMN, 4.0)
-    axes = fig.subplots(2, 2, sharex="col", sharey="row")
-    bands = [b for c in curves for by in (c.by_step, c.by_examples) for b in by.values()]
-    scale = "log" if spans_decades([a for b in bands for a in (b.lo, b.hi)]) else "linear"
+    look = style.looks(data.keys, [c.config for c in curves], rest="linestyle")
+    by_examples = len({examples_per_step(data.histories[r.run_id]) for r in data.runs}) > 1
+    columns = _columns(data.keys, curves)
+    fig = style.figure(style.TWO_COLUMN, 3.6)
+    axes = fig.subplots(2, len(columns), sharex=True, sharey="row", squeeze=False)
+    bands = [b for c in curves for b in (c.by_examples if by_examples else c.by_step).values()]
+    log = spans_decades([a for b in bands for a in (b.lo, b.mean, b.hi)])
     for row, key in zip(axes, LOSS_KEYS, strict=True):
-        row[0].set_yscale(scale)
-        for ax, by_step in zip(row, (True, False), strict=True):
-            for c in curves:
-                kw, b = look[c.config], (c.by_step if by_step else c.by_examples).get(key)
+        for ax, (title, members) in zip(row, columns.items(), strict=True):
+            for c in members:
+                b = (c.by_examples if by_examples else c.by_step).get(key)
                 if b is not None:
-                    with_band(ax, b, markevery=max(1, len(b.x) // 8), **kw)
-        lo, hi = -np.inf, np.inf
-        if any(key in c.by_step for c in curves):
-            lo, hi = row[0].get_ylim()
-            row[0].set_ylim(lo, hi)  # frozen: the × marks do not stretch it
-        for ax, by_step in zip(row, (True, False), strict=True):
-            for c in curves:
-                for s in c.stops:
-                    x, y = (s.step if by_step else s.examples), np.clip(s.loss[key], lo, hi)
+                    with_band(ax, b, **look[c.config])
+            ax.set_title(title if key == LOSS_KEYS[0] else "")
+        if log:
+            log_axis(row[0])
+        lo, hi = row[0].get_ylim()
+        row[0].set_ylim(lo, hi)  # frozen: the × marks do not stretch it
+        for ax, members in zip(row, columns.values(), strict=True):
+            for c in members:
+                for stop in c.stops:
+                    x = stop.examples if by_examples else stop.step
                     kw = {"color": look[c.config]["color"], "ms": 6, "mew": 1.5}
+                    y = np.clip(stop.loss[key], lo, hi)
                     ax.plot(x, y, "x", **kw, clip_on=False, zorder=5)
     axes[0, 0].set_ylabel("train loss")
     axes[1, 0].set_ylabel("val loss")
-    axes[1, 0].set_xlabel(STEP)
-    axes[1, 1].set_xlabel("examples seen")
-    handles = style.legend_handles(data.keys, [c.config for c in curves], config_label)
+    fig.supxlabel("examples seen" if by_examples else STEP)
+    configs = [c.config for c in curves]
+    handles = style.legend_handles(data.keys, configs, config_label, rest="linestyle")
     stopped = any(c.stops for c in curves)
     if stopped:
         handles.append(Line2D([], [], color="0.2", marker="x", ls="none", label="diverged"))
     if any(b.over.any() for b in bands):
         label = f"above {CEILING:.0e}, drawn at it"
         handles.append(Line2D([], [], color="0.2", marker="^", ls="none", label=label))
+    handles.append(Line2D([], [], color="0.6", lw=4, alpha=0.4, label="95% t-interval over seeds"))
     style.legend(fig, handles)
     used = [*LOSS_KEYS, EXAMPLES_KEY] + ([BATCH_LOSS_KEY] if stopped else [])
     return fig, data.runs, used
+
+
+MAX_COLUMNS = 4  # activations drawn side by side; more share one panel
+
+
+def _columns(keys: Sequence[str], curves: Sequence[LossCurves]) -> dict[str, list[LossCurves]]:
+    """Panel title → its curves: one per activation when another key varies too (at most
+    ``MAX_COLUMNS``), else one panel of all."""
+    if len(keys) > 1 and keys[0] == ACTIVATION_KEY:
+        columns: dict[str, list[LossCurves]] = {}
+        for c in curves:
+            columns.setdefault(c.config[0], []).append(c)
+        if len(columns) <= MAX_COLUMNS:
+            return columns
+    return {"": list(curves)}

@@ -17,9 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from experiments.comparison.records import LR_KEY, Config, Record
 from experiments.comparison.selection import chosen_lrs
-from experiments.comparison.summary import interval
 from experiments.figures import style
-from experiments.figures.common import Built, Data, config_keys, config_label, record_of
+from experiments.figures.common import (
+    Built,
+    Data,
+    config_keys,
+    config_label,
+    record_of,
+    t_interval,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -39,9 +45,7 @@ def tuning_records(data: Data) -> list[Record]:
 def t_band(values: Sequence[float]) -> tuple[float, float]:
     """The 95% Student-t interval of the mean, as seaborn's ``errorbar`` callable wants it;
     no width below ``BAND_SEEDS`` values."""
-    found = interval(values)
-    width = found.half_width if found.n >= BAND_SEEDS and found.half_width else 0.0
-    return found.mean - width, found.mean + width
+    return t_interval(values, BAND_SEEDS)
 
 
 def has_tuning(data: Data) -> bool:

@@ -1,7 +1,8 @@
 """The one plotting style of the suite: paper rcParams, a fixed look per activation, ``save``.
 
 Widths are a journal's one column (3.4 in) or two columns (7.0 in); fonts 8–9 pt.  Colours are
-Okabe & Ito's colour-blind-safe palette.  Every activation of ``bpcore.ACTIVATIONS`` has one
+Okabe & Ito's colour-blind-safe palette, set as seaborn's palette by ``apply`` (seaborn's
+"paper" theme under the suite's rcParams).  Every activation of ``bpcore.ACTIVATIONS`` has one
 fixed (colour, line style) in every figure: related functions share a colour and differ in
 line style (relu solid, leaky_relu dashed), since 14 names need more than 8 colours.
 ``save`` writes PNG at 200 dpi and PDF/SVG with fixed metadata: same input, same bytes.
@@ -10,6 +11,7 @@ line style (relu solid, leaky_relu dashed), since 14 names need more than 8 colo
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,6 +62,7 @@ RC: dict[str, Any] = {
     "legend.fontsize": 8,
     "legend.frameon": False,
     "figure.titlesize": 9,
+    "figure.labelsize": 8,
     "axes.spines.top": False,
     "axes.spines.right": False,
     "axes.linewidth": 0.6,
@@ -81,12 +84,24 @@ _METADATA: dict[str, dict[str, Any]] = {
 }
 
 
+def _not_a_font_timestamp(record: logging.LogRecord) -> bool:
+    """False for fontTools' "'created' timestamp seems very low" warning: matplotlib's own
+    Computer Modern fonts (cmex10 draws mathtext's √) carry 1904-based dates of 0, which
+    fontTools reads, says so twice and fixes, each time a PDF subsets them."""
+    return "timestamp seems very low" not in record.getMessage()
+
+
 def apply() -> None:
-    """Select the Agg backend and the paper rcParams (process-wide)."""
-    import matplotlib.style
+    """Select the Agg backend, seaborn's paper theme (white, ticks) with the Okabe–Ito palette
+    and the suite's rcParams over it; quiet fontTools on matplotlib's fonts' dates (all
+    process-wide)."""
+    import seaborn as sns
 
     matplotlib.use("Agg")
-    matplotlib.style.use(RC)
+    head_table = logging.getLogger("fontTools.ttLib.tables._h_e_a_d")
+    if _not_a_font_timestamp not in head_table.filters:
+        head_table.addFilter(_not_a_font_timestamp)
+    sns.set_theme(context="paper", style="ticks", palette=list(PALETTE), rc=RC)
 
 
 def activation_style(name: str) -> tuple[str, str]:
@@ -152,44 +167,61 @@ def grid(n: int, row_height: float, ncols: int = 4) -> tuple[Figure, list[Any]]:
 
 
 def looks(
-    keys: Sequence[str], configs: Sequence[tuple[str, ...]]
+    keys: Sequence[str], configs: Sequence[tuple[str, ...]], rest: str = "marker"
 ) -> dict[tuple[str, ...], dict[str, Any]]:
     """Line kwargs per config: colour and line style from the activation when it is the first
-    key (the other keys then choose the marker), else from the config's index."""
+    key, the other keys then choosing the marker (``rest="marker"``) or, for dense curves,
+    the line style (``rest="linestyle"``, no marker); else from the config's index."""
     out: dict[tuple[str, ...], dict[str, Any]] = {}
     by_activation = bool(keys) and keys[0] == "activation.name"
     rests = list(dict.fromkeys(c[1:] for c in configs)) if by_activation else []
     for i, config in enumerate(configs):
         if by_activation:
             colour, linestyle = activation_style(config[0])
-            marker = MARKERS[rests.index(config[1:]) % len(MARKERS)] if len(rests) > 1 else "o"
+            index = rests.index(config[1:]) if len(rests) > 1 else 0
+            if rest == "linestyle":
+                linestyle, marker = LINESTYLES[index % len(LINESTYLES)], "none"
+            else:
+                marker = MARKERS[index % len(MARKERS)]
         else:
-            (colour, linestyle), marker = config_style(i), "o"
+            (colour, linestyle), marker = config_style(i), "o" if rest == "marker" else "none"
         out[config] = {"color": colour, "linestyle": linestyle, "marker": marker}
     return out
 
 
 def legend_handles(
-    keys: Sequence[str], configs: Sequence[tuple[str, ...]], label: Callable[..., str]
+    keys: Sequence[str],
+    configs: Sequence[tuple[str, ...]],
+    label: Callable[..., str],
+    rest: str = "marker",
 ) -> list[Any]:
     """Legend entries: with the activation and other keys varying, one line per activation and
-    one marker per value of the others; else one entry per config (named by ``label``)."""
+    one grey marker (or line style, as ``looks``) per value of the others; else one entry per
+    config (named by ``label``)."""
     from matplotlib.lines import Line2D
 
-    look = looks(keys, configs)
+    look = looks(keys, configs, rest)
     if not (keys and keys[0] == "activation.name" and len(keys) > 1):
         return [Line2D([], [], **look[c], label=label(keys, c)) for c in configs]
     firsts: dict[str, tuple[str, ...]] = {}  # the first config of each activation
     for c in configs:
         firsts.setdefault(c[0], c)
+    solid = rest == "linestyle"
     handles = [
-        Line2D([], [], color=look[c]["color"], linestyle=look[c]["linestyle"], label=name)
+        Line2D(
+            [],
+            [],
+            color=look[c]["color"],
+            linestyle="-" if solid else look[c]["linestyle"],
+            label=name,
+        )
         for name, c in firsts.items()
     ]
-    for rest in dict.fromkeys(c[1:] for c in configs):
-        marker = next(look[c]["marker"] for c in configs if c[1:] == rest)
-        entry = Line2D([], [], color="0.4", linestyle="none", marker=marker)
-        entry.set_label(label(keys[1:], rest))
+    for values in dict.fromkeys(c[1:] for c in configs):
+        first = next(look[c] for c in configs if c[1:] == values)
+        entry = Line2D([], [], color="0.4", linestyle=first["linestyle"] if solid else "none")
+        entry.set_marker(first["marker"])
+        entry.set_label(label(keys[1:], values))
         handles.append(entry)
     return handles
 
