@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -65,13 +66,21 @@ def run_sweep(overrides: list[str]) -> tuple[float, list[dict[str, Any]], float]
         command += [f"mlflow.tracking_uri=sqlite:///{tmp}/mlflow.db", "mlflow.sweep_figures=false"]
         command += [f"hydra.sweep.dir={tmp}/multirun"]
         env = os.environ | {"BPLAB_TIMING": str(timing)}
-        started = time.perf_counter()
+        started, before = time.perf_counter(), _children_cpu()
         done = subprocess.run(command, cwd=tmp, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - started
         if done.returncode:
             sys.exit(f"sweep failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
         lines = [json.loads(line) for line in timing.read_text().splitlines()]
+    # the command and the processes it waited for (its workers); the writers report their own
+    lines.append({"role": "command", "phases": {}, "process_cpu": _children_cpu() - before})
     return wall, lines, os.getloadavg()[0]
+
+
+def _children_cpu() -> float:
+    """CPU seconds of the children this process has waited for, and of theirs."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def split(wall: float, workers: int, lines: list[dict[str, Any]]) -> dict[str, float]:
@@ -94,6 +103,8 @@ def split(wall: float, workers: int, lines: list[dict[str, Any]]) -> dict[str, f
     figures = sum(line["phases"].get("figures", [0, 0])[1] for line in writers)
     shares["figures cpu/run"] = figures / max(len(runs), 1)
     shares["writers cpu/run"] = sum(w["process_cpu"] for w in writers) / max(len(runs), 1)
+    command = next(line["process_cpu"] for line in lines if line["role"] == "command")
+    shares["launcher and workers cpu/run"] = command / max(len(runs), 1)
     return shares
 
 
@@ -119,7 +130,8 @@ def main() -> None:
     medians = [f"{statistics.median(walls[launcher]):.1f} s" for launcher in LAUNCHERS]
     print(f"| wall time (median) | {' | '.join(medians)} |")
     cpu_keys = [f"{phase} cpu/run" for phase in PHASES] + ["training processes cpu/run"]
-    for key in [*PHASES, REST, *cpu_keys, "figures cpu/run", "writers cpu/run"]:
+    cpu_keys += ["launcher and workers cpu/run", "figures cpu/run", "writers cpu/run"]
+    for key in [*PHASES, REST, *cpu_keys]:
         values = [statistics.median(s[key] for s in shares[launcher]) for launcher in LAUNCHERS]
         cells = [f"{v:.2f} s" if "cpu" in key else f"{100 * v:.0f}%" for v in values]
         print(f"| {key} | {' | '.join(cells)} |")
