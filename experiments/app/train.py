@@ -42,10 +42,13 @@ from experiments.diagnostics.theory import theory_callbacks
 from experiments.tracking.provenance import config_hash, flat_params, run_name
 from experiments.tracking.run import RunTracker
 from experiments.tracking.store import TrackingError, browse_hint, default_tracking_uri
+from experiments.tracking.timing import FILE as TIMING_FILE
+from experiments.tracking.timing import Phases
 
 register_configs()
 CONF = str(PROJECT_ROOT / "conf")  # absolute: the console script (module mode) finds it too
 RUN_FIGURES = "experiments.figures.run_figures:draw"  # by name: app imports no figures module
+PHASES = Phases()  # where a run's time goes, with BPLAB_TIMING set (experiments.tracking.timing)
 
 
 @dataclass
@@ -64,8 +67,16 @@ def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = Fals
     """Build ``cfg``, train it, log everything; a training error ends the run FAILED.
 
     Ctrl-C and SIGTERM (KeyboardInterrupt) end the run KILLED and propagate."""
+    with PHASES("tracking"):  # what no inner phase claims: the tracker, artifacts, the run's end
+        outcome = _train(cfg, sweep, progress)
+    PHASES.save("run")
+    return outcome
+
+
+def _train(cfg: DictConfig, sweep: SweepInfo | None, progress: bool) -> Outcome:
     started = time.perf_counter()
-    setup = build(cfg)
+    with PHASES("setup"):
+        setup = build(cfg)
     swept = sweep.swept_keys if sweep else []
     name = run_name(cfg, setup.hidden, setup.batch_size, swept)
     try:
@@ -74,7 +85,7 @@ def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = Fals
         if sweep is None:
             raise  # a single run: main reports it; nothing was trained
         return Outcome(name, "FAILED", None, None, time.perf_counter() - started, str(error))
-    sink = tracker.log_metrics if tracker else None
+    sink = PHASES.timed("tracking", tracker.log_metrics) if tracker else None
     recorder = DiagnosticsRecorder(cfg.log.every_n_steps, sink, histograms=cfg.log.histograms)
     every = cfg.log.every_n_steps if cfg.log.full_gradient else None
     callbacks = [
@@ -84,24 +95,28 @@ def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = Fals
     ]
     if progress:
         callbacks.append(ProgressBar(cfg.train.epochs, name, max_steps=cfg.train.max_steps))
+    if TIMING_FILE:
+        _time_callbacks(callbacks)
     # The writer process needs a core: with tracking on, numpy's BLAS gets one thread (as fast
     # for the suite's small nets; two threads starve the writer and slow training ~2x).
     blas_threads = 1 if tracker else None
-    initial_loss = _initial_val_loss(setup)
+    with PHASES("evaluation"):
+        initial_loss = _initial_val_loss(setup)
     try:
         with tracker or contextlib.nullcontext(), threadpool_limits(blas_threads):
             try:
-                result = bpcore.fit(
-                    setup.net,
-                    setup.data,
-                    setup.loss,
-                    setup.optimizer,
-                    batch_size=setup.batch_size,
-                    epochs=cfg.train.epochs,
-                    max_steps=cfg.train.max_steps,
-                    seed=cfg.seed,
-                    callbacks=callbacks,
-                )
+                with PHASES("batching"):  # what no step, evaluation or callback claims in fit
+                    result = bpcore.fit(
+                        setup.net,
+                        setup.data,
+                        setup.loss,
+                        setup.optimizer,
+                        batch_size=setup.batch_size,
+                        epochs=cfg.train.epochs,
+                        max_steps=cfg.train.max_steps,
+                        seed=cfg.seed,
+                        callbacks=callbacks,
+                    )
             except BaseException:  # the history so far is the record of a FAILED or KILLED run
                 if tracker:
                     with (
@@ -110,13 +125,15 @@ def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = Fals
                     ):
                         _write_artifacts(folder, cfg, setup, recorder)
                 raise
-            recorder.record_profiles()
-            test = _test_metrics(setup)
-            if test:
-                recorder.record("test", result.steps, test)
-            chosen = {"summary/lr": cfg.optim.lr}  # the tuned lr in stage final
-            summary = {f"summary/{key.replace('/', '_')}": v for key, v in test.items()}
-            recorder.record_summary(result.steps, summary | chosen)
+            with PHASES("evaluation"):
+                test = _test_metrics(setup)
+            with PHASES("diagnostics"):
+                recorder.record_profiles()
+                if test:
+                    recorder.record("test", result.steps, test)
+                chosen = {"summary/lr": cfg.optim.lr}  # the tuned lr in stage final
+                summary = {f"summary/{key.replace('/', '_')}": v for key, v in test.items()}
+                recorder.record_summary(result.steps, summary | chosen)
             if tracker:
                 exploded = exploded_at(recorder.history, initial_loss)
                 tracker.set_tags(
@@ -141,6 +158,24 @@ def train(cfg: DictConfig, sweep: SweepInfo | None = None, progress: bool = Fals
         test,
         experiment,
     )
+
+
+def _time_callbacks(callbacks: list[bpcore.Callback]) -> None:
+    """Time the training steps, evaluations and callbacks inside ``bpcore.fit`` (timing on)."""
+    for callback in callbacks:
+        for hook in ("on_step", "on_epoch_end"):
+            setattr(callback, hook, PHASES.timed("diagnostics", getattr(callback, hook)))
+
+
+def _time_bpcore() -> None:
+    """Time ``bpcore.fit``'s training steps and evaluations (timing on; once per process)."""
+    training = bpcore.training
+    training.train_step = PHASES.timed("steps", training.train_step)
+    training.evaluate = PHASES.timed("evaluation", training.evaluate)
+
+
+if TIMING_FILE:
+    _time_bpcore()
 
 
 def _failure(error: Exception) -> str:

@@ -60,12 +60,14 @@ from typing import Any
 
 from experiments.tracking.owner import OWNER_TAG, owner_tag, watch_parent
 from experiments.tracking.store import describe_failure, mlflow_client, prepare_experiment
+from experiments.tracking.timing import Phases
 
 BATCH = 1000  # MLflow's limit of entries per log_batch
 MIN_BATCH = 100  # about one diagnostics step of a deep net
 LULL_SECONDS = 0.5  # a partial batch is written after this long without new requests
 KILL_GRACE = 2.0  # seconds to go on writing after Ctrl-C, SIGTERM or the end of the process
 Message = tuple[Any, ...]
+PHASES = Phases()  # the figures' time, with BPLAB_TIMING set (experiments.tracking.timing)
 
 
 class Inbox:
@@ -178,11 +180,12 @@ def draw_figures(
     """Call ``target`` ("module:function") on the ended run's artifact ``folder`` and log the
     figures it writes under ``figures/``; a failure becomes the tag ``figures_error``."""
     try:
-        module, _, name = target.partition(":")
-        draw = getattr(importlib.import_module(module), name)
-        with tempfile.TemporaryDirectory(prefix="bplab-figures-") as out:
-            draw(Path(folder), params, Path(out))
-            client.log_artifacts(run_id, out, "figures")
+        with PHASES("figures"):
+            module, _, name = target.partition(":")
+            draw = getattr(importlib.import_module(module), name)
+            with tempfile.TemporaryDirectory(prefix="bplab-figures-") as out:
+                draw(Path(folder), params, Path(out))
+                client.log_artifacts(run_id, out, "figures")
     except Exception as e:
         with contextlib.suppress(Exception):
             client.set_tag(run_id, "figures_error", f"{type(e).__name__}: {e}"[:5000])
@@ -265,5 +268,6 @@ def main() -> None:
     while (message := inbox.get()) is not None:
         if message[0] == "run" and not write_run(message[1:], inbox, replies):
             break  # anything else between runs (a late "hurry") needs nothing
+    PHASES.save("writer")
     sys.stderr.flush()
     os._exit(0)  # every write is committed: skip the ≈ 0.7 s teardown of MLflow's modules
