@@ -43,9 +43,10 @@ UPDATE_RATIO_GUIDE = 1e-3  # a healthy ‖ΔW‖/‖W‖ per step (Karpathy)
 UPDATE_RATIO = r"$\Vert\Delta W^l\Vert_F \,/\, \Vert W^l\Vert_F$"
 FULL_BIAS_GRAD = "full_bias_grad_norm"  # recorded with log.full_gradient
 INTERVAL = "mean, 95% t-interval over seeds"
-LOG_INTERVAL = "geometric mean, 95% t-interval of the log over seeds"
+LOG_INTERVAL = "geometric mean, 95% t-interval over seeds"
 EPOCH_KEY = "progress/epoch"
 STAT_BARS = 8  # std bars per line in activation_stats
+STAT_STAGGER = 0.012  # their sideways offset between layers, a fraction of the epochs shown
 # Nielsen, NNDL ch. 5: ‖∂C/∂bˡ‖ per hidden layer at initialization (1000 MNIST images), by the
 # number of hidden layers (../shared/FACTS.md)
 BOOK_SPEEDS = {2: (0.07, 0.31), 3: (0.012, 0.060, 0.283)}
@@ -65,20 +66,20 @@ def seed_lines(
     **kw: Any,
 ) -> None:
     """One line per ``frame["line"]``: the mean of ``y`` over seeds at each ``x`` with its 95%
-    Student-t interval as a band (seaborn; the summary table's rule, ``outcomes.t_interval``);
-    ``log``: both of ln y (the geometric mean), for a log axis."""
+    Student-t interval as a band (seaborn; the summary table's rule, ``outcomes.t_interval``).
+    ``log``: a log y axis first, on which seaborn takes both of log y (the geometric mean)."""
     import seaborn as sns
 
-    statistics: dict[str, Any] = {"estimator": "mean", "errorbar": t_interval}
     if log:
-        statistics = {"estimator": geometric_mean, "errorbar": log_t_interval}
+        ax.set_yscale("log")
     for line, rows in frame.groupby("line", sort=False):
         look = looks[str(line)]
         sns.lineplot(
             rows,
             x=x,
             y=y,
-            **statistics,
+            estimator="mean",
+            errorbar=t_interval,
             color=look["color"],
             linestyle=look.get("linestyle", "-"),
             err_kws={"alpha": 0.18, "linewidth": 0},
@@ -89,18 +90,10 @@ def seed_lines(
 
 
 def geometric_mean(values: Sequence[float]) -> float:
-    """exp of the mean of ln v over the positive finite values (NaN if there is none)."""
+    """exp of the mean of ln v over the positive finite values (NaN if there is none): what
+    ``seed_lines`` draws on a log axis."""
     logs = np.log([v for v in values if v > 0 and math.isfinite(v)])
     return float(np.exp(logs.mean())) if logs.size else math.nan
-
-
-def log_t_interval(values: Sequence[float]) -> tuple[float, float]:
-    """``t_interval`` of ln v, back through exp: the interval of the geometric mean."""
-    logs = [math.log(v) for v in values if v > 0 and math.isfinite(v)]
-    if not logs:
-        return math.nan, math.nan
-    low, high = t_interval(logs)
-    return math.exp(low), math.exp(high)
 
 
 def label_line_ends(ax: Axes, ends: Sequence[tuple[float, float, str, str]], side: str) -> None:
@@ -255,13 +248,14 @@ def activation_stats(data: Data) -> Built:
         steps, layers, means, _ = split_output(history, "act_mean")
         _, _, stds, _ = split_output(history, "act_std")
         epochs = epochs_of(history, steps)
-        every = max(1, len(steps) // STAT_BARS)
+        at = slice(None, None, max(1, len(steps) // STAT_BARS))
+        nudge = STAT_STAGGER * (epochs[-1] - epochs[0])  # bars of neighbouring layers side by side
         for i, (layer, mean, std) in enumerate(zip(layers, means, stds, strict=True)):
             colour = cmap(norm(layer))
             ax.plot(epochs, finite_or_nan(mean), color=colour, lw=0.9)
-            at = slice(i * every // max(len(layers), 1), None, every)  # bars staggered per layer
-            bars = {"fmt": "none", "ecolor": colour, "elinewidth": 0.8, "capsize": 1.5}
-            ax.errorbar(epochs[at], finite_or_nan(mean)[at], yerr=finite_or_nan(std)[at], **bars)
+            x = epochs[at] + (i - (len(layers) - 1) / 2) * nudge
+            bars = {"fmt": "none", "ecolor": colour, "elinewidth": 0.8, "capsize": 1.2}
+            ax.errorbar(x, finite_or_nan(mean)[at], yerr=finite_or_nan(std)[at], **bars)
         ax.set_title(config_label(data.keys, config), fontsize="medium")
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
     fig.supxlabel("epoch")

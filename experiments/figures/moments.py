@@ -127,8 +127,11 @@ def layer_moments(data: Data) -> Built:
         seed_lines(ax, mine, "layer", "value", lines, log=log, lw=1.0)
         for _, rows in mine.groupby("line", sort=False):
             theory = rows.groupby("layer")["theory"].mean()
-            if theory.notna().any():
-                ax.plot(theory.index, positive(theory.to_numpy()), **MEAN_FIELD_LOOK)
+            values = positive(theory.to_numpy())
+            if log:  # a mean field of 0 (an odd φ's mean) is off the panel, not a cliff
+                values[values < FLOOR * np.nanmax(mine["value"].to_numpy())] = np.nan
+            if np.isfinite(values).any():
+                ax.plot(theory.index, values, **MEAN_FIELD_LOOK)
         if log:
             ax.set_yscale("log")
             top = np.nanmax(mine["value"].to_numpy())
@@ -144,6 +147,6 @@ def layer_moments(data: Data) -> Built:
     handles.append(Line2D([], [], **MEAN_FIELD_LOOK, label="mean field (from layer 1)"))
     band = LOG_INTERVAL if any(logs) else INTERVAL
     handles.append(Line2D([], [], color="0.5", lw=6, alpha=0.3, label=band))
-    fig.legend(handles=handles, loc="outside upper center", ncols=min(4, len(handles)))
+    fig.legend(handles=handles, loc="outside upper center", ncols=min(3, len(handles)))
     keys = family_keys(data, data.runs, "act_mean", "act_std")
     return fig, data.runs, [k for k in keys if "/layer_" in k]

@@ -333,7 +333,7 @@ def trainability(data: Data) -> Built:
         ax.set(yscale="log", ylim=(bottom, top), xlim=_edges(w2s, log=False)[[0, -1]])
         ax.set_title(f"σ_b² = {sigma_b2:.3g}", fontsize="medium")
         ax.set_xlabel("σ_w²")
-        ax.set_xticks(w2s, [f"{w:g}" for w in w2s], rotation=90 if len(w2s) > 8 else 0)
+        ax.set_xticks(w2s, [f"{w:.3g}" for w in w2s], rotation=90 if len(w2s) > 8 else 0)
         ax.yaxis.set_major_locator(NullLocator())
         ax.yaxis.set_minor_locator(NullLocator())
         ax.yaxis.set_minor_formatter(NullFormatter())
