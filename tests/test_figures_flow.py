@@ -231,7 +231,7 @@ def test_trainability_is_a_heatmap_of_the_seed_mean(chaos: Data) -> None:
 def test_chi1_growth_encodes_depth_and_sigma_b2(chaos: Data) -> None:
     fig, shown, _ = theory.chi1_growth(chaos)
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert {"σ_b²", "0.05", "hidden layers", "3", "6"} <= set(labels)
+    assert {"σ_b² = 0.05", "3 hidden layers", "6 hidden layers"} <= set(labels)
     assert len(shown) == 12
     assert problems(fig) == []
 

@@ -371,6 +371,17 @@ def powers_of_ten(low: float, high: float) -> int:
     return max(0, math.floor(math.log10(high) + 1e-9) - math.ceil(math.log10(low) - 1e-9) + 1)
 
 
+def one_two_five(low: float, high: float) -> list[float]:
+    """1, 2, 5 × powers of ten in [low, high]; finer steps (1, 1.5, 2, 3, 5, 7) when that
+    gives fewer than three; the two ends if even those give fewer than two."""
+    decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+    for mantissas in ((1, 2, 5), (1, 1.5, 2, 3, 5, 7)):
+        ticks = [m * 10.0**k for k in decades for m in mantissas if low <= m * 10.0**k <= high]
+        if len(ticks) >= 3:
+            return ticks
+    return ticks if len(ticks) >= 2 else [low, high]
+
+
 def log_colourbar_ticks(bar: Any) -> None:
     """A log colour bar's ticks: powers of ten when two or more are in range, else 1, 2, 5 ×
     powers of ten as plain numbers; never fewer than two labels."""
@@ -380,17 +391,14 @@ def log_colourbar_ticks(bar: Any) -> None:
     low, high = bar.norm.vmin, bar.norm.vmax
     if powers_of_ten(low, high) >= 2:
         return
-    decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
-    ticks = [m * 10.0**k for k in decades for m in (1, 2, 5) if low <= m * 10.0**k <= high]
-    if len(ticks) < 2:
-        ticks = [low, high]
+    ticks = one_two_five(low, high)
     bar.set_ticks(ticks, labels=[f"{t:.2g}" for t in ticks])
 
 
 def log_ticks(axes: Sequence[Axes], which: str = "y") -> None:
     """One tick format on (shared) log axes, set after their limits: powers of ten when two or
     more are in view, else 1, 2, 5 × powers of ten as plain numbers; no minor labels."""
-    from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter
+    from matplotlib.ticker import FixedLocator, LogFormatterSciNotation, LogLocator, NullFormatter
 
     for ax in axes:
         axis = ax.yaxis if which == "y" else ax.xaxis
@@ -399,7 +407,7 @@ def log_ticks(axes: Sequence[Axes], which: str = "y") -> None:
             axis.set_major_locator(LogLocator(numticks=7))
             axis.set_major_formatter(LogFormatterSciNotation())
         else:
-            axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            axis.set_major_locator(FixedLocator(one_two_five(low, high)))
             axis.set_major_formatter("{x:.3g}")
         axis.set_minor_formatter(NullFormatter())
 

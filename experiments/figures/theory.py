@@ -276,7 +276,15 @@ def chi1_growth(data: Data) -> Built:
     legend = ax.get_legend()
     if legend is not None:
         legend.remove()
-    fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=7)
+    entries, title = [], ""
+    for handle, label in zip(handles, labels, strict=True):  # seaborn's titles into the labels
+        if label in ("σ_b²", "hidden layers"):
+            title = label
+            continue
+        named = {"σ_b²": f"σ_b² = {label}", "hidden layers": f"{label} hidden layers"}
+        handle.set_label(named.get(title, label))
+        entries.append(handle)
+    fig.legend(handles=entries, loc="outside lower center", ncols=2, fontsize=7)
     return fig, runs_with(data, CHI1), [CHI1, SLOPE, SIGMA_B2]
 
 
