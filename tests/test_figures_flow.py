@@ -9,7 +9,8 @@ from collections.abc import Iterable
 
 import numpy as np
 import pytest
-from figure_checks import problems
+from figure_checks import problems as reviewer_problems
+from figure_checks import visible_texts
 
 import bpcore
 from bpcore.inits import NormalBias
@@ -104,6 +105,23 @@ def chaos() -> Data:
     return data_of(runs, ["init.gain", "model.depth"])
 
 
+def problems(fig) -> list[str]:
+    """``figure_checks.problems`` and every text that reaches past the page's edge (a legend
+    row or a label wider than the figure is cut off when saved)."""
+    found = reviewer_problems(fig)
+    page = fig.bbox
+    for text in visible_texts(fig):
+        box = text.get_window_extent()
+        if (
+            box.x0 < page.x0 - 1
+            or box.x1 > page.x1 + 1
+            or box.y0 < page.y0 - 1
+            or box.y1 > page.y1 + 1
+        ):
+            found.append(f"{text.get_text()[:40]!r} reaches past the page")
+    return found
+
+
 def visible(fig) -> list:
     return [ax for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>"]
 
@@ -132,11 +150,13 @@ def test_gradient_flow_has_a_panel_per_family_and_the_mean_field_through_the_top
     assert problems(fig) == []
 
 
-def test_gradient_heatmaps_leave_the_output_layer_out(activations: Data) -> None:
+def test_gradient_heatmaps_set_the_output_layer_apart(activations: Data) -> None:
     fig, _, _ = gradients.gradient_heatmaps(activations)
     for ax in visible(fig):
         (mesh,) = ax.collections
-        assert mesh.get_array().shape[0] == 4  # 4 hidden layers × steps
+        assert mesh.get_array().shape[0] == 5  # 4 hidden layers and the output × steps
+        assert [t.get_text() for t in ax.get_yticklabels()][-1] == "out"
+        assert [ln.get_ydata()[0] for ln in ax.get_lines()] == [4.5]  # the white line
     assert problems(fig) == []
 
 

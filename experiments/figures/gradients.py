@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from experiments.comparison.records import ACTIVATION_KEY
-from experiments.diagnostics.history import FloatArray, History, IntArray
+from experiments.diagnostics.history import OUTPUT_TAG, FloatArray, History, IntArray
 from experiments.figures import style
 from experiments.figures.common import (
     BIAS_GRAD,
@@ -24,6 +24,7 @@ from experiments.figures.common import (
     family_keys,
     group_runs,
     per_layer_over_time,
+    pick_evenly,
     positive,
 )
 from experiments.figures.layers import (
@@ -33,7 +34,6 @@ from experiments.figures.layers import (
     log_colourbar_ticks,
     log_ticks,
     seed_lines,
-    split_output,
 )
 from experiments.figures.signal import short_label
 from experiments.figures.theory import CHI1, MEAN_FIELD_LOOK
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 GRAD_NORM = r"$\Vert\partial L/\partial W^l\Vert_F$"
 DELTA_PROFILE = "profile/delta_norm_init"  # ‖δˡ‖_F per hidden layer at step 0, step = l
-MEAN_FIELD = r"mean field $(\sqrt{\chi_1})^{H-l}$ through the top hidden layer H"
+MEAN_FIELD = r"mean field $(\sqrt{\chi_1})^{H-l}$ (H: top hidden layer)"
 
 
 def grad_flow(
@@ -157,28 +157,35 @@ def gradient_flow(data: Data) -> Built:
 
 
 def gradient_heatmaps(data: Data) -> Built:
-    """Hidden layer × step ‖∂L/∂W‖ of one seed per config, on one shared log colour scale
-    that ends at ``CEILING`` (a colour bar with a ▲ end when some norm is above it)."""
+    """Layer × step ‖∂L/∂W‖ of one seed per config, on one shared log colour scale that ends
+    at ``CEILING`` (a colour bar with a ▲ end when some norm is above it); the output layer's
+    row on top, set apart by a white line and labelled "out"."""
     from matplotlib.colors import LogNorm
-    from matplotlib.ticker import MaxNLocator
 
-    maps = [split_output(data.histories[r.run_id], "grad_norm")[:3] for _, r in data.panels]
+    maps = [per_layer_over_time(data.histories[r.run_id], "grad_norm") for _, r in data.panels]
     values = np.concatenate([positive(m).ravel() for _, _, m in maps])
     values = values[~np.isnan(values)]
     over = values.size > 0 and values.max() > CEILING
     top = min(values.max(), CEILING) if values.size else 1.0
     norm = LogNorm(min(values.min(), top), top) if values.size else LogNorm(1e-3, 1.0)
     fig, axes = style.grid(len(maps), 1.3)
-    for ax, (config, _), (steps, layers, m) in zip(axes, data.panels, maps, strict=True):
+    for ax, (config, run), (steps, layers, m) in zip(axes, data.panels, maps, strict=True):
         masked = np.ma.masked_invalid(positive(m))
         kw = {"norm": norm, "cmap": style.HEATMAP_CMAP, "shading": "nearest", "rasterized": True}
         mesh = ax.pcolormesh(steps, layers, masked, **kw)
         ax.set_title(config_label(data.keys, config))
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        has_output = f"grad_norm/{OUTPUT_TAG}" in data.histories[run.run_id].keys
+        hidden = layers[:-1] if has_output else layers
+        ticks = [int(l) for l in pick_evenly(list(hidden), 4)]
+        labels = [str(l) for l in ticks]
+        if has_output:
+            ax.axhline(layers[-1] - 0.5, color="white", lw=1.5)
+            ticks, labels = [*ticks, int(layers[-1])], [*labels, "out"]
+        ax.set_yticks(ticks, labels)
     fig.supxlabel(STEP)
-    fig.supylabel("hidden layer l (1 = input; output left out)")
+    fig.supylabel("layer l")
     extend = "max" if over else "neither"
-    bar = fig.colorbar(mesh, ax=axes, label=f"{GRAD_NORM} (lowest seed)", extend=extend)
+    bar = fig.colorbar(mesh, ax=axes, label=GRAD_NORM, extend=extend)
     log_colourbar_ticks(bar)
     shown = [run for _, run in data.panels]
     return fig, shown, family_keys(data, shown, "grad_norm")

@@ -155,7 +155,7 @@ def hidden_colourbar(fig: Figure, axes: list[Any], depth: int) -> None:
     from matplotlib.ticker import MaxNLocator
 
     norm, cmap = hidden_colours(depth)
-    bar = fig.colorbar(ScalarMappable(norm, cmap), ax=axes, label="hidden layer l (1 = input)")
+    bar = fig.colorbar(ScalarMappable(norm, cmap), ax=axes, label="hidden layer l")
     bar.ax.yaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
     bar.ax.minorticks_off()
 
@@ -257,7 +257,7 @@ def activation_stats(data: Data) -> Built:
         ax.set_title(config_label(data.keys, config), fontsize="medium")
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
     fig.supxlabel("epoch")
-    fig.supylabel("mean of aˡ, bars ±1 std (hidden layers)")
+    fig.supylabel("mean of aˡ, bars ±1 std")
     hidden_colourbar(fig, axes, depth)
     shown = [r for _, r in data.panels]
     hidden = [k for k in family_keys(data, shown, "act_mean", "act_std") if "/layer_" in k]

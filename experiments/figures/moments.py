@@ -111,6 +111,7 @@ def _theory(
 def layer_moments(data: Data) -> Built:
     """Step-0 squared mean and variance of aˡ per hidden layer: mean and 95% t-interval over
     seeds per config, the mean field dashed."""
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
@@ -120,6 +121,9 @@ def layer_moments(data: Data) -> Built:
     look = style.looks(data.keys, configs)
     lines = {short_label(data.keys, c): look[c] for c in configs}
     fig = style.figure(style.TWO_COLUMN, 2.8)
+    engine = fig.get_layout_engine()
+    if isinstance(engine, ConstrainedLayoutEngine):
+        engine.set(w_pad=0.1)  # room for tick labels such as 10⁻¹⁰ at the page's left edge
     axes = fig.subplots(1, 2)
     logs = [spans_decades([frame[frame["quantity"] == q]["value"].to_numpy()]) for q in QUANTITIES]
     for ax, (quantity, title), log in zip(axes, QUANTITIES.items(), logs, strict=True):

@@ -36,7 +36,6 @@ from experiments.figures.common import (
 from experiments.figures.layers import (
     BOOK_SPEEDS,
     FULL_BIAS_GRAD,
-    LOG_INTERVAL,
     geometric_mean,
     is_nielsens,
     log_ticks,
@@ -188,8 +187,8 @@ def theory_overlay(data: Data) -> Built:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     log_ticks(axes)
     handles = [
-        Line2D([], [], marker="o", color=style.BLUE, label=f"measured: {LOG_INTERVAL}"),
-        Line2D([], [], **MEAN_FIELD_LOOK, label=r"mean field $(\sqrt{\chi_1})^{H-l}$"),
+        Line2D([], [], marker="o", color=style.BLUE, label="measured (seed mean, 95% t-int.)"),
+        Line2D([], [], **MEAN_FIELD_LOOK, label=r"$(\sqrt{\chi_1})^{H-l}$"),
     ]
     if book_drawn:
         handles.append(
@@ -201,7 +200,7 @@ def theory_overlay(data: Data) -> Built:
                 mfc="white",
                 mec=style.BLACK,
                 ms=4,
-                label="Nielsen's book (MNIST, 784 inputs)",
+                label="Nielsen's book",
             )
         )
     fig.legend(handles=handles, loc="outside upper center", ncols=len(handles))
@@ -348,7 +347,7 @@ def trainability(data: Data) -> Built:
         ax.set_yticks(depths, [f"{d:g}" for d in depths])
     axes[0].set_ylabel("hidden layers")
     if mesh is not None:
-        fig.colorbar(mesh, ax=axes, label="val accuracy (%) at the end, mean over seeds")
+        fig.colorbar(mesh, ax=axes, label="val accuracy (%), seed mean")
     curve_label = f"{TRAINABLE_XI}|ξ_∇|: trainable below it (mean field, {activation})"
     handle = Line2D([], [], color=style.VERMILLION, ls="--", lw=1.4, label=curve_label)
     fig.legend(handles=[handle], loc="outside upper center")
