@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 GRAD_NORM = r"$\Vert\partial L/\partial W^l\Vert_F$"
+OUT_TICK_ROOM = 0.12  # the least distance of a hidden layer's tick from "out", × depth
 DELTA_PROFILE = "profile/delta_norm_init"  # ‖δˡ‖_F per hidden layer at step 0, step = l
 MEAN_FIELD = r"mean field $(\sqrt{\chi_1})^{H-l}$ (H: top hidden layer)"
 
@@ -177,6 +178,8 @@ def gradient_heatmaps(data: Data) -> Built:
         has_output = f"grad_norm/{OUTPUT_TAG}" in data.histories[run.run_id].keys
         hidden = layers[:-1] if has_output else layers
         ticks = [int(l) for l in pick_evenly(list(hidden), 4)]
+        if has_output:  # no hidden tick label crowding the output's
+            ticks = [t for t in ticks if layers[-1] - t >= OUT_TICK_ROOM * layers[-1]]
         labels = [str(l) for l in ticks]
         if has_output:
             ax.axhline(layers[-1] - 0.5, color="white", lw=1.5)
