@@ -26,6 +26,7 @@ from experiments.figures.common import (
     per_layer_over_time,
     pick_evenly,
     positive,
+    runs_with,
 )
 from experiments.figures.layers import (
     LOG_INTERVAL,
@@ -154,7 +155,7 @@ def gradient_flow(data: Data) -> Built:
     for ax, ends in labels:  # once the layout and the shared y limits are final
         label_line_ends(ax, ends, "left")
     keys = [DELTA_PROFILE] if profiles else family_keys(data, data.runs, "bias_grad_norm")
-    return fig, data.runs, [*keys, CHI1]
+    return fig, data.runs, [*keys, *([CHI1] if runs_with(data, CHI1) else [])]
 
 
 def gradient_heatmaps(data: Data) -> Built:

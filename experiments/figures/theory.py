@@ -303,7 +303,7 @@ def trainability(data: Data) -> Built:
     points = trainability_points({r.run_id: data.histories[r.run_id] for r in runs})
     activation = data.runs[0].params.get(ACTIVATION_KEY, "tanh") if data.runs else "tanh"
     n = max(1, len(points))
-    fig = style.figure(style.TWO_COLUMN if n > 1 else 5.0, 3.0)
+    fig = style.figure(style.TWO_COLUMN, 3.0)
     axes = list(np.atleast_1d(fig.subplots(1, n, sharey=True)))
     norm, cmap = Normalize(0, 100), "viridis"
     mesh = None
