@@ -259,3 +259,19 @@ def test_chi1_growth_encodes_depth_and_sigma_b2(chaos: Data) -> None:
 def test_each_changed_figure_renders(activations: Data) -> None:
     fig, _, _ = gradients.gradient_flow(activations)
     assert style.render(fig, ["png"])["png"].startswith(b"\x89PNG")
+
+
+def test_gradient_flow_draws_the_weight_gradient_of_runs_without_delta_or_bias_norms() -> None:
+    """Runs logged before profiles and bias gradients: ‖∂L/∂Wˡ‖ of the hidden layers, named so
+    on the y axis (the output layer left out)."""
+    h = History(3)
+    for step in (0, 5):
+        norms = {"grad_norm/layer_01": 1e-3, "grad_norm/layer_02": 1e-1, "grad_norm/output": 1.0}
+        h.add("step", step, norms)
+    data = data_of([({"activation.name": "relu", "seed": "0"}, h)], ["activation.name"])
+    fig, _, keys = gradients.gradient_flow(data)
+    assert keys == ["grad_norm/layer_01", "grad_norm/layer_02"]
+    (line,) = [ln for ln in visible(fig)[0].get_lines() if len(ln.get_xdata())]
+    assert list(line.get_ydata()) == pytest.approx([1e-3, 1e-1])
+    assert "partial W" in fig.get_supylabel()
+    assert problems(fig) == []

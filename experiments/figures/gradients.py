@@ -43,6 +43,11 @@ if TYPE_CHECKING:
     import pandas as pd
 
 GRAD_NORM = r"$\Vert\partial L/\partial W^l\Vert_F$"
+QUANTITY_NAMES = {  # the y label of gradient_flow by what the runs logged
+    "profile/delta_norm_init": r"$\Vert\delta^l\Vert_F$",
+    "bias_grad_norm": f"{BIAS_GRAD} (batch mean of δˡ)",
+    "grad_norm": r"$\Vert\partial L/\partial W^l\Vert_F$",
+}
 OUT_TICK_ROOM = 0.12  # the least distance of a hidden layer's tick from "out", × depth
 DELTA_PROFILE = "profile/delta_norm_init"  # ‖δˡ‖_F per hidden layer at step 0, step = l
 MEAN_FIELD = r"mean field $(\sqrt{\chi_1})^{H-l}$ (H: top hidden layer)"
@@ -61,30 +66,32 @@ def grad_flow(
     return out
 
 
-def delta_profile(history: History) -> tuple[IntArray, FloatArray, bool]:
-    """(hidden layers 1 … L−1, ‖δˡ‖ at step 0, True) from the recorder's profile (‖δˡ‖_F over
-    the batch × units); for a run without it, ‖∂L/∂bˡ‖ at step 0 (the batch mean of δˡ) and
-    False."""
+def delta_profile(history: History) -> tuple[IntArray, FloatArray, str]:
+    """(hidden layers 1 … L−1, their backward quantity at step 0, its name): ‖δˡ‖_F over the
+    batch × units from the recorder's profile; for a run without it ‖∂L/∂bˡ‖ (the batch mean of
+    δˡ), and without that ‖∂L/∂Wˡ‖."""
     if DELTA_PROFILE in history.keys:
         layers, values = history.series(DELTA_PROFILE)
-        return layers, values, True
-    _, layers, matrix = per_layer_over_time(history, "bias_grad_norm")
-    return layers[:-1], matrix[:-1, 0], False
+        return layers, values, DELTA_PROFILE
+    family = "bias_grad_norm" if "bias_grad_norm/layer_01" in history.keys else "grad_norm"
+    _, layers, matrix = per_layer_over_time(history, family)
+    hidden = layers < (history.n_layers or len(layers) + 1)
+    return layers[hidden], matrix[hidden, 0], family
 
 
-def flow_frame(data: Data) -> tuple[pd.DataFrame, bool]:
+def flow_frame(data: Data) -> tuple[pd.DataFrame, list[str]]:
     """One row per (run, hidden layer): panel (activation family), line, seed, layer, delta and
-    the run's χ₁ (NaN without theory metrics); True if every run had its ‖δˡ‖ profile."""
+    the run's χ₁ (NaN without theory metrics); the quantities drawn (``delta_profile``)."""
     import pandas as pd
 
-    rows, profiles = [], True
+    rows, drawn = [], []
     by_activation = bool(data.keys) and data.keys[0] == ACTIVATION_KEY
     for config, group in group_runs(data.runs, data.keys).items():
         panel = family_of(config[0]) if by_activation else ""
         for run in group:
             history = data.histories[run.run_id]
-            layers, deltas, profiled = delta_profile(history)
-            profiles &= profiled
+            layers, deltas, quantity = delta_profile(history)
+            drawn.append(quantity)
             chi1 = first_value(history, CHI1)
             rows += [
                 {"panel": panel, "line": config, "seed": run.seed, "layer": int(l), "delta": d}
@@ -92,7 +99,7 @@ def flow_frame(data: Data) -> tuple[pd.DataFrame, bool]:
                 for l, d in zip(layers, deltas, strict=True)
             ]
     columns = ["panel", "line", "seed", "layer", "delta", "chi1"]
-    return pd.DataFrame(rows, columns=columns), profiles
+    return pd.DataFrame(rows, columns=columns), list(dict.fromkeys(drawn))
 
 
 def family_of(activation: str) -> str:
@@ -113,7 +120,7 @@ def gradient_flow(data: Data) -> Built:
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
-    frame, profiles = flow_frame(data)
+    frame, drawn = flow_frame(data)
     frame["delta"] = positive(frame["delta"].to_numpy())
     panels = list(dict.fromkeys(frame["panel"]))
     look = style.looks(data.keys, list(dict.fromkeys(frame["line"])))
@@ -144,7 +151,7 @@ def gradient_flow(data: Data) -> Built:
         ax.set_xlim(left - room * (right - left), right)
         labels.append((ax, ends))
     log_ticks(axes)
-    what = r"$\Vert\delta^l\Vert_F$" if profiles else f"{BIAS_GRAD} (batch mean of δˡ)"
+    what = " or ".join(QUANTITY_NAMES[q] for q in drawn) or QUANTITY_NAMES[DELTA_PROFILE]
     fig.supylabel(f"{what} at step 0")
     fig.supxlabel("hidden layer l (1 = input side; the output layer left out)")
     handles = [
@@ -154,7 +161,9 @@ def gradient_flow(data: Data) -> Built:
     fig.legend(handles=handles, loc="outside upper center", ncols=2)
     for ax, ends in labels:  # once the layout and the shared y limits are final
         label_line_ends(ax, ends, "left")
-    keys = [DELTA_PROFILE] if profiles else family_keys(data, data.runs, "bias_grad_norm")
+    per_layer = family_keys(data, data.runs, *(q for q in drawn if q != DELTA_PROFILE))
+    keys = [DELTA_PROFILE] if DELTA_PROFILE in drawn else []
+    keys += [k for k in per_layer if "/layer_" in k]
     return fig, data.runs, [*keys, *([CHI1] if runs_with(data, CHI1) else [])]
 
 

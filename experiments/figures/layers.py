@@ -9,6 +9,7 @@ interval over seeds, seaborn) and ``label_line_ends`` (names on the lines)."""
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -68,25 +69,34 @@ def seed_lines(
     """One line per ``frame["line"]``: the mean of ``y`` over seeds at each ``x`` with its 95%
     Student-t interval as a band (seaborn; the summary table's rule, ``outcomes.t_interval``).
     ``log``: a log y axis first, on which seaborn takes both of log y (the geometric mean)."""
-    import seaborn as sns
-
     if log:
         ax.set_yscale("log")
     for line, rows in frame.groupby("line", sort=False):
         look = looks[str(line)]
-        sns.lineplot(
-            rows,
-            x=x,
-            y=y,
-            estimator="mean",
-            errorbar=t_interval,
-            color=look["color"],
-            linestyle=look.get("linestyle", "-"),
-            err_kws={"alpha": 0.18, "linewidth": 0},
-            ax=ax,
-            legend=False,
-            **kw,
-        )
+        with warnings.catch_warnings():  # one point per line (one hidden layer): harmless
+            warnings.filterwarnings("ignore", "Attempting to set identical low and high ylims")
+            _lineplot(ax, rows, x, y, look, kw)
+
+
+def _lineplot(
+    ax: Axes, rows: pd.DataFrame, x: str, y: str, look: dict[str, Any], kw: dict[str, Any]
+) -> None:
+    """seaborn's mean and 95% t-interval of ``rows`` in one look."""
+    import seaborn as sns
+
+    sns.lineplot(
+        rows,
+        x=x,
+        y=y,
+        estimator="mean",
+        errorbar=t_interval,
+        color=look["color"],
+        linestyle=look.get("linestyle", "-"),
+        err_kws={"alpha": 0.18, "linewidth": 0},
+        ax=ax,
+        legend=False,
+        **kw,
+    )
 
 
 def geometric_mean(values: Sequence[float]) -> float:
@@ -139,9 +149,16 @@ def split_output(history: History, family: str) -> tuple[IntArray, IntArray, Flo
 
 
 def epochs_of(history: History, steps: IntArray) -> FloatArray:
-    """The epoch (fractional) of each optimizer step, from the epoch records."""
+    """The epoch (fractional) of each optimizer step, from the epoch records; the steps
+    themselves for a run without them (``has_epochs``)."""
+    if not has_epochs(history):
+        return steps.astype(np.float64)
     epoch_steps, epochs = history.series(EPOCH_KEY)
     return np.interp(steps, np.r_[0, epoch_steps], np.r_[0.0, epochs])
+
+
+def has_epochs(history: History) -> bool:
+    return EPOCH_KEY in history.keys
 
 
 def panel_grid(n: int, row_height: float) -> tuple[Figure, list[Any]]:
@@ -256,7 +273,9 @@ def activation_stats(data: Data) -> Built:
             ax.errorbar(x, finite_or_nan(mean)[at], yerr=finite_or_nan(std)[at], **bars)
         ax.set_title(config_label(data.keys, config), fontsize="medium")
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
-    fig.supxlabel("epoch")
+    fig.supxlabel(
+        "epoch" if all(has_epochs(data.histories[r.run_id]) for _, r in data.panels) else STEP
+    )
     fig.supylabel("mean of aˡ, bars ±1 std")
     hidden_colourbar(fig, axes, depth)
     shown = [r for _, r in data.panels]
@@ -302,7 +321,7 @@ def speed_of_learning(data: Data) -> Built:
         ax.set_xlim(right=right + 0.25 * right)  # room for the names
         labels.append((ax, ends))
     log_ticks(axes)
-    fig.supxlabel("epoch")
+    fig.supxlabel("epoch" if all(has_epochs(data.histories[r.run_id]) for r in data.runs) else STEP)
     fig.supylabel(f"{BIAS_GRAD}, training set")
     handles = [Line2D([], [], color="0.5", lw=6, alpha=0.3, label=LOG_INTERVAL)]
     if book_drawn:
