@@ -149,6 +149,8 @@ def gradient_flow(data: Data) -> Built:
         left, right = ax.get_xlim()
         room = 0.45 if len(panels) > 1 else 0.2  # for the names, in widths of the data
         ax.set_xlim(left - room * (right - left), right)
+        first_layer = int(mine["layer"].min())  # no tick on the names' margin (no layer 0)
+        ax.set_xticks([first_layer, *[t for t in ax.get_xticks() if first_layer < t <= right]])
         labels.append((ax, ends))
     log_ticks(axes)
     what = " or ".join(QUANTITY_NAMES[q] for q in drawn) or QUANTITY_NAMES[DELTA_PROFILE]
