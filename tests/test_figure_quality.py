@@ -69,18 +69,6 @@ SCENARIO_OF = {  # the figures a scenario is drawn for; the others come from "ac
     "lr_sensitivity": "tuned",
     "lr_vs_batch": "tuned",
 }
-REDESIGNED_IN_FIGS_B = {  # fail the checks today; figs-b redesigns them: remove once merged
-    "gradient_flow",
-    "chi1_growth",
-    "speed_of_learning",
-}
-
-
-def _param(name: str) -> object:
-    if name in REDESIGNED_IN_FIGS_B:
-        mark = pytest.mark.xfail(strict=False, reason="redesign in figs-b")
-        return pytest.param(name, marks=mark)
-    return name
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +145,7 @@ def train(cfg: DictConfig, run_id: str) -> tuple[RunInfo, object, bpcore.MLP]:
     return RunInfo(run_id, run_id, params, tags), recorder.history, setup.net
 
 
-@pytest.mark.parametrize("name", [_param(kind.name) for kind in registry.FIGURES])
+@pytest.mark.parametrize("name", [kind.name for kind in registry.FIGURES])
 def test_every_figure_passes_the_reviewer_checks(trained: Callable[[str], Data], name: str) -> None:
     kind = registry.figure(name)
     data = (

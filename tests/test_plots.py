@@ -582,8 +582,7 @@ def test_plots_cli_writes_every_figure_and_logs_them(sweep: Sweep) -> None:
     assert manifest["selection"]["resolved"]["sweep"] == sweep.parent_id
     flow = manifest["figures"]["gradient_flow.pdf"]
     assert {r["id"] for r in flow["runs"]} == sweep.run_ids
-    assert {"grad_norm/layer_02", "grad_norm/output"} <= set(flow["metric_keys"])
-    assert "grad_norm/layer_03" not in flow["metric_keys"]  # depth ≤ 2: the output is not one
+    assert flow["metric_keys"] == ["profile/delta_norm_init", "theory/chi1"]  # ‖δˡ‖, √χ₁ lines
     assert manifest["figures"]["activation_gallery.png"]["runs"] == []
     for file, entry in manifest["figures"].items():
         assert entry["caption"] == registry.figure(file.rpartition(".")[0]).caption

@@ -32,8 +32,8 @@ from experiments.figures.common import (
     per_layer_over_time,
     positive,
     runs_with,
+    t_interval,
 )
-from experiments.figures.outcomes import t_interval
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -106,9 +106,12 @@ def geometric_mean(values: Sequence[float]) -> float:
     return float(np.exp(logs.mean())) if logs.size else math.nan
 
 
-def label_line_ends(ax: Axes, ends: Sequence[tuple[float, float, str, str]], side: str) -> None:
+def label_line_ends(
+    ax: Axes, ends: Sequence[tuple[float, float, str, str]], side: str, tries: int = 3
+) -> None:
     """Name each line next to its end point (x, y, text, colour), on the ``side`` ("left" or
-    "right") of it, labels pushed apart vertically to ``LABEL_GAP_PT`` so that none overlap."""
+    "right") of it, labels pushed apart vertically to ``LABEL_GAP_PT`` so that none overlap;
+    the x limits widen (up to ``tries`` times) until every name is inside the panel."""
     if not ends:
         return
     fig = ax.get_figure(root=True)
@@ -121,11 +124,25 @@ def label_line_ends(ax: Axes, ends: Sequence[tuple[float, float, str, str]], sid
     for i in range(1, len(ys)):
         ys[i] = max(ys[i], ys[i - 1] + gap)
     shift = max(0.0, ys[-1] - ax.bbox.y1 + gap / 2)  # keep the top label inside the panel
+    texts = []
     for y_px, (_, x, _, text, colour) in zip(ys, placed, strict=True):
         x_px = to_px.transform((x, 0))[0] + (-3 if side == "left" else 3)
         x_data, y_data = from_px.transform((x_px, y_px - shift))
         ha = "right" if side == "left" else "left"
-        ax.text(x_data, y_data, text, color=colour, ha=ha, va="center", fontsize=7)
+        texts.append(ax.text(x_data, y_data, text, color=colour, ha=ha, va="center", fontsize=7))
+    boxes = [t.get_window_extent() for t in texts]
+    overflow = (
+        ax.bbox.x0 - min(b.x0 for b in boxes)
+        if side == "left"
+        else max(b.x1 for b in boxes) - ax.bbox.x1
+    )
+    if overflow > 0 and tries > 1:  # widen the margin by the overflow and place them again
+        for t in texts:
+            t.remove()
+        left, right = ax.get_xlim()
+        extra = (overflow + 2) * (right - left) / ax.bbox.width
+        ax.set_xlim(left - extra, right) if side == "left" else ax.set_xlim(left, right + extra)
+        label_line_ends(ax, ends, side, tries - 1)
 
 
 def hidden_colours(depth: int) -> tuple[Any, Any]:
@@ -234,8 +251,10 @@ def update_ratio(data: Data) -> Built:
     from matplotlib.lines import Line2D
 
     fig, shown, used = layer_grid(data, {"update_ratio": "-"}, True, UPDATE_RATIO)
-    for ax in fig.axes[: len(data.panels)]:
+    panels = fig.axes[: len(data.panels)]
+    for ax in panels:
         ax.axhline(UPDATE_RATIO_GUIDE, color="0.4", linestyle=":", lw=0.8)
+    log_ticks(panels)  # again: the guide line widened the limits
     guide = Line2D([], [], color="0.4", linestyle=":", lw=0.8)
     guide.set_label(f"guide: {UPDATE_RATIO_GUIDE:g} per step")
     output = Line2D([], [], color=style.BLACK, lw=1.1, label="output layer")
@@ -390,11 +409,11 @@ def powers_of_ten(low: float, high: float) -> int:
 
 def one_two_five(low: float, high: float) -> list[float]:
     """1, 2, 5 × powers of ten in [low, high]; finer steps (1, 1.5, 2, 3, 5, 7) when that
-    gives fewer than three; the two ends if even those give fewer than two."""
+    gives fewer than two; the two ends if even those give fewer than two."""
     decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
     for mantissas in ((1, 2, 5), (1, 1.5, 2, 3, 5, 7)):
         ticks = [m * 10.0**k for k in decades for m in mantissas if low <= m * 10.0**k <= high]
-        if len(ticks) >= 3:
+        if len(ticks) >= 2:
             return ticks
     return ticks if len(ticks) >= 2 else [low, high]
 

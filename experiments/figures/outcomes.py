@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import math
 
-from experiments.comparison.summary import interval
 from experiments.figures import style
-from experiments.figures.common import Built, Data, final_value, group_runs, runs_with
+from experiments.figures.common import (
+    Built,
+    Data,
+    final_value,
+    group_runs,
+    runs_with,
+    t_interval,
+)
 from experiments.figures.signal import split_config
 
 TEST_ACCURACY = "test/accuracy"
@@ -22,13 +28,6 @@ def has_test_accuracy(data: Data) -> bool:
     """At least two configs with a test accuracy: a comparison to draw."""
     runs = runs_with(data, TEST_ACCURACY)
     return len(group_runs(runs, data.keys)) >= 2
-
-
-def t_interval(values: list[float]) -> tuple[float, float]:
-    """The 95% Student-t interval of the mean (its mean alone from one value)."""
-    found = interval(values)
-    width = found.half_width if found.half_width and math.isfinite(found.half_width) else 0.0
-    return found.mean - width, found.mean + width
 
 
 def final_accuracy(data: Data) -> Built:

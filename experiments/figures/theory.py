@@ -32,6 +32,7 @@ from experiments.figures.common import (
     per_layer_over_time,
     positive,
     runs_with,
+    t_interval,
 )
 from experiments.figures.layers import (
     BOOK_SPEEDS,
@@ -42,7 +43,6 @@ from experiments.figures.layers import (
     panel_grid,
     seed_lines,
 )
-from experiments.figures.outcomes import t_interval
 
 if TYPE_CHECKING:
     import pandas as pd
