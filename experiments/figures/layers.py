@@ -239,7 +239,9 @@ def saturation_dead(data: Data) -> Built:
     for ax in fig.axes[: len(data.panels)]:
         ax.set_ylim(-0.03, 1.03)
     handles = [
-        Line2D([], [], color="0.2", label=f"saturated: f′ < {SATURATION_THRESHOLD:.0%} of sup f′"),
+        Line2D(
+            [], [], color="0.2", label=f"saturated: |f′| < {SATURATION_THRESHOLD:.0%} of sup |f′|"
+        ),
         Line2D([], [], color="0.2", linestyle="--", label="dead units: f′ = 0 on the batch"),
     ]
     fig.legend(handles=handles, loc="outside upper center", ncols=2)

@@ -60,10 +60,11 @@ FIGURES: tuple[FigureKind, ...] = (
         "gradient_flow",
         gradients.gradient_flow,
         always,
-        "‖∂L/∂Wˡ‖ per layer (log) at step 0 and at the end per config, min–max over seeds",
+        "‖δˡ‖ per hidden layer at step 0 with the mean field (√χ₁)^(H−l), a panel per activation "
+        "family, geometric mean and 95% t-interval over seeds",
         reading=(
-            "A flat profile means every layer learns at a similar rate; a slope falling towards "
-            "layer 1 is the vanishing gradient, one rising towards it the exploding gradient."
+            "A line falling towards layer 1 is the vanishing gradient (rising: exploding), and "
+            "where it follows its dashed line the mean field's χ₁ per layer explains the fall."
         ),
     ),
     FigureKind(
@@ -169,7 +170,8 @@ FIGURES: tuple[FigureKind, ...] = (
         "theory_overlay",
         theory.theory_overlay,
         theory.has_chi1,
-        "step-0 ‖∂L/∂bˡ‖ per hidden layer with the mean-field line (√χ₁)^(L−1−l)",
+        "step-0 ‖∂L/∂bˡ‖ per hidden layer with the mean-field line (√χ₁)^(L−1−l), seed mean and "
+        "interval, the book's values",
         reading=(
             "Points on the dashed line mean the untrained net back-propagates as mean-field "
             "theory predicts; towards the input the line falls with χ₁ < 1 (ordered) and "
@@ -190,7 +192,7 @@ FIGURES: tuple[FigureKind, ...] = (
         "trainability",
         theory.trainability,
         theory.init_and_depth_vary,
-        "final val accuracy over σ_w² × depth with 6|ξ_∇|",
+        "final val accuracy on the σ_w² × depth grid (heatmap) with 6|ξ_∇|",
         reading=(
             "The 6|ξ_∇| curve is the depth beyond which theory expects training to fail; it "
             "peaks at the σ_w² where χ₁ = 1, so the deepest trainable nets sit there."
@@ -200,10 +202,12 @@ FIGURES: tuple[FigureKind, ...] = (
         "layer_moments",
         moments.layer_moments,
         always,
-        "E[(aˡ)²] and the mean of aˡ per hidden layer at step 0",
+        "squared mean and variance of aˡ per hidden layer at step 0 with the mean field, 95% "
+        "t-interval over seeds",
         reading=(
-            "A second moment that stays flat across layers is a signal that neither dies out nor "
-            "blows up as it moves forward through the net."
+            "A variance that stays flat across layers is a signal that neither dies out nor blows "
+            "up on its way forward, and a squared mean that grows is a signal collapsing to one "
+            "direction."
         ),
     ),
     FigureKind(
@@ -231,7 +235,7 @@ FIGURES: tuple[FigureKind, ...] = (
         "speed_of_learning",
         layers.speed_of_learning,
         layers.has_full_gradient,
-        "training-set ‖∂C/∂bˡ‖ per layer over training",
+        "training-set ‖∂C/∂bˡ‖ per hidden layer over epochs, seed mean, the book's values",
         reading=(
             "Earlier layers learning slower (a smaller ‖∂C/∂bˡ‖) than later ones is the "
             "vanishing gradient of Nielsen’s chapter 5."
@@ -241,7 +245,7 @@ FIGURES: tuple[FigureKind, ...] = (
         "activation_stats",
         layers.activation_stats,
         always,
-        "mean and std of aˡ per layer over training",
+        "mean of aˡ per hidden layer against epochs, ±1 std bars",
         reading=(
             "A mean drifting away from 0 or a std shrinking towards 0 in a layer is that layer "
             "saturating or dying during training."
