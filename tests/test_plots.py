@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -406,6 +407,22 @@ def test_decision_surface_of_a_known_classifier() -> None:
     assert (surface.proba[:, right, 1] > 0.5).all() and (surface.proba[:, ~right, 1] < 0.5).all()
     with pytest.raises(ValueError, match="2-D inputs"):
         boundaries.decision_surface(net, bpcore.make_dataset("sawtooth"))
+
+
+def test_a_diverged_nets_boundary_is_said_not_drawn_and_warns_nothing() -> None:
+    data = bpcore.make_dataset("moons", n_samples=100, seed=3)
+    net = bpcore.MLP([2, 8, 8, 2], activation="selu", output="softmax")
+    for w in net.weights:
+        w[...] = 1e200  # what an overflowing update leaves: finite weights, no finite output
+    fig = style.figure(style.ONE_COLUMN, 2.0)
+    ax = fig.subplots()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        surface = boundaries.decision_surface(net, data, resolution=11)
+        boundaries.draw_surface(ax, surface)
+    assert not np.isfinite(surface.proba).all()
+    assert not ax.images and [t.get_text() for t in ax.texts] == ["no boundary:\nthe net diverged"]
+    assert len(ax.collections) == 1  # the training points
 
 
 def test_run_dataset_rebuilds_the_data_from_params() -> None:

@@ -79,7 +79,8 @@ def decision_surface(net: MLP, data: Dataset, resolution: int = 120) -> Surface:
     pad = 0.1 * (hi - lo)
     gx, gy = (np.linspace(lo[i] - pad[i], hi[i] + pad[i], resolution) for i in range(2))
     grid = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2)
-    proba = np.asarray(net.forward((grid - data.x_mean) / data.x_std), dtype=np.float64)
+    with np.errstate(all="ignore"):  # a diverged net's weights overflow: its surface is NaN
+        proba = np.asarray(net.forward((grid - data.x_mean) / data.x_std), dtype=np.float64)
     return Surface(gx, gy, proba.reshape(resolution, resolution, -1), x, data.y_train)
 
 
@@ -111,6 +112,11 @@ def draw_surface(ax: Any, surface: Surface) -> None:
     k = surface.proba.shape[-1]
     colours = np.array([to_rgb(style.PALETTE[i % len(style.PALETTE)]) for i in range(k)])
     light = 0.55 + 0.45 * colours  # the background: pale class colours
+    ax.scatter(*surface.x.T, c=colours[surface.y], s=2.5, linewidths=0, rasterized=True)
+    ax.set(xticks=[], yticks=[])
+    if not np.isfinite(surface.proba).all():
+        ax.text(0.5, 0.5, "no boundary:\nthe net diverged", ha="center", transform=ax.transAxes)
+        return
     extent = (surface.gx[0], surface.gx[-1], surface.gy[0], surface.gy[-1])
     ax.imshow(
         surface.proba @ light,
@@ -128,5 +134,3 @@ def draw_surface(ax: Any, surface: Surface) -> None:
         colors="0.2",
         linewidths=0.6,
     )
-    ax.scatter(*surface.x.T, c=colours[surface.y], s=2.5, linewidths=0, rasterized=True)
-    ax.set(xticks=[], yticks=[])
