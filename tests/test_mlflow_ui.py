@@ -24,7 +24,7 @@ from experiments.app.sweep import SweepInfo, _draw_figures
 from experiments.app.train import Outcome, _resolved_params, train
 from experiments.diagnostics.explosion import exploded_at
 from experiments.diagnostics.history import History
-from experiments.figures.run_figures import boundary_figure
+from experiments.figures.run_figures import boundary_figure, decade
 from experiments.tracking import run as tracking_run
 from experiments.tracking.provenance import NO_PRESET, preset_description
 from experiments.tracking.run import close_writer
@@ -238,6 +238,19 @@ def test_a_finite_blow_up_is_tagged_exploded_with_its_step(
     assert "figures" not in files  # mlflow.run_figures=false
 
 
+@pytest.mark.parametrize(("stage", "drawn"), [("tune", False), ("final", True)])
+def test_the_reported_runs_get_their_figures_the_tuning_runs_none(
+    tmp_path: Path, compose_config: Callable[..., DictConfig], stage: str, drawn: bool
+) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    try:
+        train(compose_config([*TINY, f"stage={stage}", f"mlflow.tracking_uri={uri}"]))
+    finally:
+        let_the_writer_finish()
+    files = {a.path for a in MlflowClient(uri).list_artifacts(only_run(uri).info.run_id)}
+    assert ("figures" in files) is drawn
+
+
 def test_a_run_that_learns_is_not_exploded(tracked: Any) -> None:
     _, run, _ = tracked
     assert run.data.tags["exploded"] == "false" and "exploded_at_step" not in run.data.tags
@@ -382,3 +395,8 @@ def test_a_run_on_a_tracking_server_gets_its_figures_too(
     run = only_run(base)
     files = {a.path for a in MlflowClient(base).list_artifacts(run.info.run_id, "figures")}
     assert files == {f"figures/{name}.png" for name in ("profile", "loss", "boundary")}
+
+
+def test_run_figures_label_log_axes_with_powers_of_ten_in_plain_text() -> None:
+    assert [decade(v) for v in (1e-3, 1.0, 100.0, 1e-12)] == ["10⁻³", "10⁰", "10²", "10⁻¹²"]
+    assert decade(3e-3) == "" and decade(0.0) == ""

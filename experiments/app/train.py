@@ -139,7 +139,7 @@ def _train(cfg: DictConfig, sweep: SweepInfo | None, progress: bool) -> Outcome:
                 tracker.set_tags(
                     flag_tags("diverged", result.diverged_at_step) | flag_tags("exploded", exploded)
                 )
-                if cfg.mlflow.run_figures:
+                if cfg.mlflow.run_figures and cfg.stage != "tune":  # tuning runs choose an lr
                     tracker.draw_after_end(RUN_FIGURES)
                 with tracker.artifact_folder() as folder:
                     _write_artifacts(folder, cfg, setup, recorder)

@@ -4,14 +4,16 @@ for a 2-D classifier, ``boundary.png`` (its decision boundary).
 
 They are drawn off the training path: the training app asks the run's MLflow writer process
 to call ``draw`` (by name, ``experiments.app.train.RUN_FIGURES``) once the run has ended,
-while the training process goes on with its next run.  Small PNGs at 100 dpi, drawn cheaply
+while the training process goes on with its next run; the tuning runs of a tuned sweep
+(``stage=tune``, which only choose the lr) get none.  Small PNGs at 100 dpi, drawn cheaply
 (≈ 0.2 s of CPU for the three once the writer has drawn its first; ``docs/benchmarks.md``):
-fixed margins and title positions, no minor ticks, no mathtext in the legends, a coarse grid
-for the boundary.
+fixed margins and title positions, no minor ticks, no mathtext (legends, log tick labels),
+a coarse grid for the boundary.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ BOUNDARY_RESOLUTION = 60  # grid points per axis: ≈ 4 pixels each at this size
 SIZE = (3.4, 2.4)  # inches
 PROFILES = {"grad_norm": "‖∂L/∂Wˡ‖", "delta_norm": "‖δˡ‖"}  # plain text: mathtext costs
 WHEN = {"init": "--", "final": "-"}  # profile → line style
+SUPERSCRIPTS = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
 def draw(folder: Path, params: Mapping[str, str], out: Path) -> list[Path]:
@@ -62,6 +65,23 @@ def small_figure(width: float, height: float) -> tuple[Any, Any]:
     return fig, fig.subplots()
 
 
+def log_scale(ax: Any) -> None:
+    """A log y axis labelled 10⁻³, 10⁻² … in plain text: matplotlib's default labels are
+    mathtext, a parse per label that costs more than the rest of the figure."""
+    from matplotlib.ticker import FuncFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(decade))
+
+
+def decade(value: float, _position: int = 0) -> str:
+    """``10⁻³`` for 0.001, no label between powers of ten."""
+    exponent = round(math.log10(value)) if value > 0 else None
+    if exponent is None or not math.isclose(value, 10.0**exponent, rel_tol=1e-6):
+        return ""
+    return "10" + str(exponent).translate(SUPERSCRIPTS)
+
+
 def finish(ax: Any, title: str, **labels: str) -> None:
     """Title (at a fixed height: placing it above the tick labels measures every one of
     them again) and axis labels; no minor ticks (a log axis's cost most to draw)."""
@@ -85,10 +105,10 @@ def profile_figure(history: History) -> Any:
                 ax.plot(layers, drawn[-1], linestyle, color=colour, marker="o", ms=3)
                 ax.plot([], [], linestyle, color=colour, label=f"{label} ({when})")
     if spans_decades(drawn):
-        ax.set_yscale("log")
+        log_scale(ax)
     finish(ax, "gradient flow", xlabel="hidden layer l (1 = input side)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(fontsize=6, loc="upper right")
+    ax.legend(fontsize=7, loc="best")
     return fig
 
 
@@ -101,9 +121,9 @@ def loss_figure(history: History) -> Any:
         faint = key == BATCH_LOSS_KEY
         ax.plot(steps, values, label=key, alpha=0.4 if faint else 1.0, lw=0.8 if faint else 1.2)
     if spans_decades([values for _, values in series.values()]):
-        ax.set_yscale("log")
+        log_scale(ax)
     finish(ax, "loss", xlabel=STEP, ylabel="loss")
-    ax.legend(fontsize=6, loc="upper right")
+    ax.legend(fontsize=7, loc="best")
     return fig
 
 
