@@ -21,7 +21,10 @@ The default sweep is a scaled-down copy of the ``activations`` preset with the s
 shape (circles, SGD at lr 0.1, xavier_normal, 10 epochs, diagnostics every 10 steps, depth
 3, 10, 20; 4 activations, 1 seed: 12 runs, basic sweeper instead of the tuning one).
 
-    python benchmarks/bench_sweep.py [--rounds 3] [--no-run-figures] [-- extra overrides]
+``--run-figures both`` adds, in the same rounds, each launcher with ``mlflow.run_figures=false``
+and reports what the per-run figures add to the wall time.
+
+    python benchmarks/bench_sweep.py [--rounds 3] [--run-figures on|off|both] [-- overrides]
 """
 
 from __future__ import annotations
@@ -111,32 +114,51 @@ def split(wall: float, workers: int, lines: list[dict[str, Any]]) -> dict[str, f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--no-run-figures", action="store_true", help="mlflow.run_figures=false")
+    parser.add_argument("--run-figures", choices=["on", "off", "both"], default="on")
     parser.add_argument("overrides", nargs="*", help="replace the default sweep's overrides")
     args = parser.parse_args()
     sweep = args.overrides or ACTIVATIONS_SHAPE
-    if args.no_run_figures:
-        sweep = [*sweep, "mlflow.run_figures=false"]
+    variants = {
+        f"{launcher}{suffix}": [*choice, f"mlflow.run_figures={figures}"]
+        for launcher, choice in LAUNCHERS.items()
+        for suffix, figures in [("", "true"), (" no figures", "false")]
+        if args.run_figures == "both" or (args.run_figures == "on") == (figures == "true")
+    }
     walls: dict[str, list[float]] = defaultdict(list)
     shares: dict[str, list[dict[str, float]]] = defaultdict(list)
     for round_ in range(args.rounds):
-        for launcher, choice in LAUNCHERS.items():
+        for variant, choice in variants.items():
             wall, lines, load = run_sweep([*sweep, *choice])
-            walls[launcher].append(wall)
-            shares[launcher].append(split(wall, 2 if "2" in launcher else 1, lines))
-            print(f"round {round_ + 1} {launcher}: {wall:.1f} s (load {load:.2f})", flush=True)
+            walls[variant].append(wall)
+            shares[variant].append(split(wall, 2 if "joblib" in variant else 1, lines))
+            print(f"round {round_ + 1} {variant}: {wall:.1f} s (load {load:.2f})", flush=True)
     print(f"\nsweep: {' '.join(sweep)}")
-    print(f"| | {' | '.join(LAUNCHERS)} |\n|---|" + "---:|" * len(LAUNCHERS))
-    medians = [f"{statistics.median(walls[launcher]):.1f} s" for launcher in LAUNCHERS]
+    print(f"| | {' | '.join(variants)} |\n|---|" + "---:|" * len(variants))
+    medians = [f"{statistics.median(walls[variant]):.1f} s" for variant in variants]
     print(f"| wall time (median) | {' | '.join(medians)} |")
     cpu_keys = [f"{phase} cpu/run" for phase in PHASES] + ["training processes cpu/run"]
     cpu_keys += ["launcher and workers cpu/run", "figures cpu/run", "writers cpu/run"]
     for key in [*PHASES, REST, *cpu_keys]:
-        values = [statistics.median(s[key] for s in shares[launcher]) for launcher in LAUNCHERS]
+        values = [statistics.median(s[key] for s in shares[variant]) for variant in variants]
         cells = [f"{v:.2f} s" if "cpu" in key else f"{100 * v:.0f}%" for v in values]
         print(f"| {key} | {' | '.join(cells)} |")
-    ratio = statistics.median(b / j for b, j in zip(walls["basic"], walls["joblib-2"], strict=True))
-    print(f"\njoblib with 2 workers: {ratio:.2f}x faster than basic (median of per-round ratios)")
+    print()
+    for slower, faster, what in _ratios(variants):
+        ratio = statistics.median(a / b for a, b in zip(walls[slower], walls[faster], strict=True))
+        print(f"{what}: {ratio:.2f}x ({slower} / {faster}, median of per-round ratios)")
+
+
+def _ratios(variants: dict[str, list[str]]) -> list[tuple[str, str, str]]:
+    """The pairs of variants worth a ratio: basic against joblib, figures on against off."""
+    pairs = [
+        (f"basic{s}", f"joblib-2{s}", f"joblib with 2 workers faster{s}")
+        for s in ["", " no figures"]
+    ]
+    pairs += [
+        (launcher, f"{launcher} no figures", f"wall time with the per-run figures, {launcher}")
+        for launcher in LAUNCHERS
+    ]
+    return [(a, b, what) for a, b, what in pairs if a in variants and b in variants]
 
 
 if __name__ == "__main__":
