@@ -111,7 +111,8 @@ def label_line_ends(
 ) -> None:
     """Name each line next to its end point (x, y, text, colour), on the ``side`` ("left" or
     "right") of it, labels pushed apart vertically to ``LABEL_GAP_PT`` so that none overlap;
-    the x limits widen (up to ``tries`` times) until every name is inside the panel."""
+    the x limits widen until every name is inside the panel (``tries``: how often to place
+    them again), and the x axis line stops at the line ends."""
     if not ends:
         return
     fig = ax.get_figure(root=True)
@@ -130,19 +131,30 @@ def label_line_ends(
         x_data, y_data = from_px.transform((x_px, y_px - shift))
         ha = "right" if side == "left" else "left"
         texts.append(ax.text(x_data, y_data, text, color=colour, ha=ha, va="center", fontsize=7))
-    boxes = [t.get_window_extent() for t in texts]
-    overflow = (
-        ax.bbox.x0 - min(b.x0 for b in boxes)
-        if side == "left"
-        else max(b.x1 for b in boxes) - ax.bbox.x1
-    )
-    if overflow > 0 and tries > 1:  # widen the margin by the overflow and place them again
-        for t in texts:
-            t.remove()
-        left, right = ax.get_xlim()
-        extra = (overflow + 2) * (right - left) / ax.bbox.width
-        ax.set_xlim(left - extra, right) if side == "left" else ax.set_xlim(left, right + extra)
-        label_line_ends(ax, ends, side, tries - 1)
+    left, right = ax.get_xlim()
+    scale = ax.bbox.width / (right - left)  # pixels per data unit
+    fits = []  # each name's room in pixels beside its line end, as a fraction of the width
+    for t, (_, x, _, _, _) in zip(texts, placed, strict=True):
+        box, end_px = t.get_window_extent(), ax.bbox.x0 + (x - left) * scale
+        room = end_px - box.x0 if side == "left" else box.x1 - end_px
+        fits.append((x, (room + 6) / ax.bbox.width))
+    # the limit at which every name fits: (x − left′)/(right − left′) ≥ its fraction (left)
+    if side == "left":
+        wanted = min((x - f * right) / (1 - f) for x, f in fits)
+        if wanted < left and tries > 1:
+            for t in texts:
+                t.remove()
+            ax.set_xlim(wanted, right)
+            label_line_ends(ax, ends, side, tries - 1)
+        ax.spines["bottom"].set_bounds(min(x for x, _ in fits), right)  # no axis under names
+    else:
+        wanted = max((x - f * left) / (1 - f) for x, f in fits)
+        if wanted > right and tries > 1:
+            for t in texts:
+                t.remove()
+            ax.set_xlim(left, wanted)
+            label_line_ends(ax, ends, side, tries - 1)
+        ax.spines["bottom"].set_bounds(left, max(x for x, _ in fits))
 
 
 def hidden_colours(depth: int) -> tuple[Any, Any]:
