@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -170,6 +171,18 @@ def test_band_aligns_series_and_skips_non_finite_values() -> None:
     np.testing.assert_array_equal(b.lo, [1.0, 3.0, 4.0])
     b = common.band([(np.array([0]), np.array([np.nan])), (np.array([0]), np.array([np.nan]))])
     assert np.isnan(b.mean).all() and np.isnan(b.hi).all()
+
+
+def test_a_log_t_band_is_the_geometric_mean_with_the_interval_of_ln_y() -> None:
+    """Seeds 1 and 100 at x = 0: geometric mean 10, ln-interval 10 · e^(∓ t₀.₉₇₅,₁ · ln 100 / 2)
+    (sd of {0, ln 100} is ln 100/√2, over √2); a non-positive loss is left out, a single
+    value has no width."""
+    seeds = [(np.array([0, 1]), np.array([1.0, 0.0])), (np.array([0, 1]), np.array([100.0, 5.0]))]
+    b = common.band(seeds, spread="log t")
+    half = 12.706204736174698 * math.log(100) / 2
+    np.testing.assert_allclose(b.mean, [10.0, 5.0])
+    np.testing.assert_allclose(b.lo, [10 * math.exp(-half), 5.0])
+    np.testing.assert_allclose(b.hi, [10 * math.exp(half), 5.0])
 
 
 def test_band_mean_of_huge_finite_values_does_not_overflow() -> None:
@@ -947,3 +960,14 @@ def test_lr_vs_batch_draws_the_chosen_lr_of_each_batch_size() -> None:
     assert list(chosen.get_xdata()) == [16, 64, 256] and list(chosen.get_ydata()) == [0.1, 0.3, 1.0]
     linear = lines["lr ∝ B (linear)"]
     assert linear.get_ydata()[-1] == pytest.approx(1.6) and shown == runs
+
+
+def test_batch_axis_labels_sizes_that_stay_apart_and_always_the_largest() -> None:
+    style.apply()
+    fig = style.figure(style.ONE_COLUMN, 2.0)
+    ax = fig.subplots()
+    ax.plot([1, 600], [1, 2])
+    common.batch_axis(ax, [1, 4, 16, 64, 256, 600])  # 256 is 0.37 decades below 600
+    fig.draw_without_rendering()
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == ["1", "4", "16", "64", "", "600"]

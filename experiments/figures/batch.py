@@ -20,6 +20,7 @@ from experiments.comparison.selection import chosen_lrs
 from experiments.diagnostics.history import FloatArray, History
 from experiments.figures import style
 from experiments.figures.common import (
+    BAND_LABEL,
     BATCH_KEY,
     EXAMPLES_KEY,
     LOSS_KEYS,
@@ -39,7 +40,6 @@ from experiments.figures.common import (
     finite_or_nan,
     group_runs,
     log_axis,
-    log_if_decades,
     record_of,
     runs_with,
     spans_decades,
@@ -167,11 +167,17 @@ def batch_size(data: Data) -> Built:
         x_key: loss_against(data.histories, data.runs, batch_first, x_key, spread="t")
         for _, x_key, _ in panels
     }
+    log = spans_decades([b.mean for b in curves[None].values()])
     for (ax, x_key, xlabel), letter in zip(panels, "abc", strict=False):
-        for config, b in curves[x_key].items():
+        drawn = curves[x_key]
+        if log:  # geometric means: an arithmetic t-band of a few seeds reaches below zero
+            drawn = loss_against(data.histories, data.runs, batch_first, x_key, spread="log t")
+        for config, b in drawn.items():
             with_band(ax, b, color=colours[config[0]], linestyle=linestyle(config[1:]), lw=1.0)
-        ax.set_ylim(top=first_loss_ceiling(curves[x_key].values()))  # diverging runs leave the top
-        log_if_decades(ax, list(curves[x_key].values()))
+        if log:
+            log_axis(ax)
+        bottom = None if log else 0.0  # a t-band of a few seeds may reach below zero loss
+        ax.set_ylim(bottom, first_loss_ceiling(drawn.values()))  # diverging runs leave the top
         xs = [b.x for b in curves[x_key].values()]
         if x_key != EXAMPLES_KEY and spans_decades(xs, 1.5):  # else few labelled log ticks
             log_axis(ax, "x")
@@ -194,7 +200,7 @@ def batch_size(data: Data) -> Built:
     if spans_decades([np.array(reached)], 1.5):
         log_axis(ax)
     ax.set(xlabel="batch size (examples per step)", ylabel="steps to reach the target")
-    ax.set_title(f"(d) steps to train loss ≤ {target:.3g} (every config reaches it)")
+    ax.set_title(f"(d) steps to train loss ≤ {target:.3g}")
 
     handles = [Line2D([], [], color=colours[b], label=f"batch {b}") for b in batches]
     rest_keys = batch_first[1:]
@@ -202,7 +208,7 @@ def batch_size(data: Data) -> Built:
         label = config_label(rest_keys, r) if rest_keys else "steps to target (d)"
         look: dict[str, Any] = {"color": "0.2", "linestyle": linestyle(r), "marker": marker(r)}
         handles.append(Line2D([], [], **look, label=label))
-    handles.append(Line2D([], [], color="0.6", lw=4, alpha=0.4, label="95% t-interval over seeds"))
+    handles.append(Line2D([], [], color="0.6", lw=4, alpha=0.4, label=BAND_LABEL[log]))
     style.legend(fig, handles)
     return fig, data.runs, [LOSS_KEYS[0], EXAMPLES_KEY, SECONDS_KEY]
 

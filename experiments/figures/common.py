@@ -279,6 +279,12 @@ def t_interval(values: Sequence[float], min_n: int = 2) -> tuple[float, float]:
     return found.mean - width, found.mean + width
 
 
+BAND_LABEL = {  # the legend entry of a band over seeds, by whether its axis is log
+    False: "mean, 95% t-interval over seeds",
+    True: "geometric mean, 95% t-interval over seeds",
+}
+
+
 @dataclass
 class Band:
     """Mean and a spread over runs at each x (NaN where no run has a finite value): min–max,
@@ -299,7 +305,8 @@ def band(
 ) -> Band:
     """Align (x, y) series on the union of their x; the mean of the finite y at each x and
     their min and max (``spread="range"``) or the 95% Student-t interval of the mean
-    (``spread="t"``, as ``t_interval``), each at most ``ceiling``."""
+    (``spread="t"``, as ``t_interval``), or for a log axis the geometric mean and the
+    t-interval of ln y (``spread="log t"``, positive y only); each at most ``ceiling``."""
     xs = np.unique(np.concatenate([np.asarray(x, dtype=np.float64) for x, _ in series]))
     table = np.full((len(series), len(xs)), np.nan)
     for row, (x, y) in zip(table, series, strict=True):
@@ -313,6 +320,15 @@ def band(
     over = hi > ceiling
     if spread == "t":
         lo, hi = _t_limits(table, mean, count)
+    elif spread == "log t":  # for a log axis: the geometric mean, the interval of ln y
+        with np.errstate(all="ignore"):
+            logs = np.log(np.where(table > 0, table, np.nan))
+        n = (~np.isnan(logs)).sum(axis=0)
+        mean_log = np.where(n > 0, np.where(np.isnan(logs), 0.0, logs).sum(axis=0), np.nan)
+        mean_log /= np.maximum(n, 1)
+        low, high = _t_limits(logs, mean_log, n)
+        with np.errstate(over="ignore"):  # above float64's largest: at the ceiling below
+            mean, lo, hi = np.exp(mean_log), np.exp(low), np.exp(high)
     return Band(
         xs, np.minimum(mean, ceiling), np.minimum(lo, ceiling), np.minimum(hi, ceiling), over
     )
@@ -336,13 +352,19 @@ def _t_limits(
 # ---------------------------------------------------------------------------- drawing helpers
 
 
-def batch_axis(ax: Axes, sizes: Iterable[float]) -> None:
-    """A log x axis labelled at exactly the batch sizes drawn (8, 32, 120 …)."""
+def batch_axis(ax: Axes, sizes: Iterable[float], min_gap: float = 0.4) -> None:
+    """A log x axis ticked at exactly the batch sizes drawn (8, 32, 120 …), labelled where
+    the labels stay ``min_gap`` decades apart (the largest size always: often the full batch)."""
     from matplotlib.ticker import FixedLocator, NullLocator
 
+    ticks = sorted(set(sizes))
+    labelled: list[float] = []
+    for size in reversed(ticks):
+        if not labelled or math.log10(labelled[-1] / size) >= min_gap:
+            labelled.append(size)
     ax.set_xscale("log")
-    ax.xaxis.set_major_locator(FixedLocator(sorted(set(sizes))))
-    ax.xaxis.set_major_formatter("{x:g}")
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(lambda x, _: f"{x:g}" if x in labelled else "")
     ax.xaxis.set_minor_locator(NullLocator())
 
 

@@ -12,6 +12,7 @@ from experiments.comparison.records import ACTIVATION_KEY
 from experiments.diagnostics.history import History
 from experiments.figures import style
 from experiments.figures.common import (
+    BAND_LABEL,
     BATCH_KEY,
     BATCH_LOSS_KEY,
     CEILING,
@@ -82,10 +83,14 @@ def _stop(run: RunInfo, history: History) -> Stop | None:
 
 
 def loss_curves_of(
-    histories: Mapping[str, History], runs: Sequence[RunInfo], group_by: Sequence[str]
+    histories: Mapping[str, History],
+    runs: Sequence[RunInfo],
+    group_by: Sequence[str],
+    spread: str = "t",
 ) -> list[LossCurves]:
-    """Per config: mean and 95% t-band over seeds of train/val loss vs step and vs examples
-    seen (from the epoch records), capped at ``CEILING``, and where its diverged runs stopped."""
+    """Per config: mean and 95% t-band over seeds (``band``'s ``spread``) of train/val loss vs
+    step and vs examples seen (from the epoch records), capped at ``CEILING``, and where its
+    diverged runs stopped."""
     curves = []
     for config, group in group_runs(runs, group_by).items():
         hs = [histories[r.run_id] for r in group]
@@ -93,9 +98,9 @@ def loss_curves_of(
         for key in LOSS_KEYS:
             logged = [h for h in hs if key in h.keys]
             if logged:
-                by_step[key] = band([against(h, key, None) for h in logged], CEILING, "t")
+                by_step[key] = band([against(h, key, None) for h in logged], CEILING, spread)
                 by_examples[key] = band(
-                    [against(h, key, EXAMPLES_KEY) for h in logged], CEILING, "t"
+                    [against(h, key, EXAMPLES_KEY) for h in logged], CEILING, spread
                 )
         stops = [s for r, h in zip(group, hs, strict=True) if (s := _stop(r, h)) is not None]
         label = config_label(group_by, config)
@@ -105,8 +110,9 @@ def loss_curves_of(
 
 def loss_curves(data: Data) -> Built:
     """Train and val loss (rows) against the step, or the examples seen when batch sizes
-    differ: mean and 95% t-band over seeds (``band(spread="t")``).  With the activation and
-    another key varying, one column per activation, the other keys by line style.  An × marks
+    differ: mean and 95% t-band over seeds (on a log axis the geometric mean).  With the
+    activation and another key varying, one column per activation, the other keys by line
+    style.  An × marks
     where a diverged run stopped, at its last finite loss (on the edge if off the chart); a ▲
     where a finite loss above ``CEILING`` is drawn at it."""
     from matplotlib.lines import Line2D
@@ -118,7 +124,10 @@ def loss_curves(data: Data) -> Built:
     fig = style.figure(style.TWO_COLUMN, 3.6)
     axes = fig.subplots(2, len(columns), sharex=True, sharey="row", squeeze=False)
     bands = [b for c in curves for b in (c.by_examples if by_examples else c.by_step).values()]
-    log = spans_decades([a for b in bands for a in (b.lo, b.mean, b.hi)])
+    log = spans_decades([b.mean for b in bands])
+    if log:  # geometric means: an arithmetic t-band of a few seeds reaches below zero
+        curves = loss_curves_of(data.histories, data.runs, data.keys, "log t")
+        bands = [b for c in curves for b in (c.by_examples if by_examples else c.by_step).values()]
     for row, key in zip(axes, LOSS_KEYS, strict=True):
         for ax, (title, members) in zip(row, columns.items(), strict=True):
             for c in members:
@@ -148,7 +157,7 @@ def loss_curves(data: Data) -> Built:
     if any(b.over.any() for b in bands):
         label = f"above {CEILING:.0e}, drawn at it"
         handles.append(Line2D([], [], color="0.2", marker="^", ls="none", label=label))
-    handles.append(Line2D([], [], color="0.6", lw=4, alpha=0.4, label="95% t-interval over seeds"))
+    handles.append(Line2D([], [], color="0.6", lw=4, alpha=0.4, label=BAND_LABEL[log]))
     style.legend(fig, handles)
     used = [*LOSS_KEYS, EXAMPLES_KEY] + ([BATCH_LOSS_KEY] if stopped else [])
     return fig, data.runs, used
