@@ -390,8 +390,8 @@ def log_axis(ax: Axes, which: str = "y", subs: Sequence[float] | None = None) ->
     from matplotlib.ticker import LogLocator, NullFormatter
 
     axis = ax.yaxis if which == "y" else ax.xaxis
-    if subs is None:
-        low, high = ax.dataLim.intervaly if which == "y" else ax.dataLim.intervalx
+    if subs is None:  # the view: on shared axes it holds every sibling's data
+        low, high = ax.get_ylim() if which == "y" else ax.get_xlim()
         narrow = 0 < low < high and math.log10(high / low) < 2
         subs = (1.0, 2.0, 5.0) if narrow else (1.0,)
     ax.set(**{f"{which}scale": "log"})

@@ -18,7 +18,7 @@ HISTOGRAM_PANELS: tuple[tuple[str, Literal["first", "last"]], ...] = (
     ("delta", "first"),
     ("delta", "last"),
 )
-HISTOGRAM_ROWS = 4  # configs shown
+HISTOGRAM_ROWS = 6  # configs shown (glorot_bengio: 3 activations × 2 inits)
 
 
 def layer_histograms(
