@@ -141,6 +141,26 @@ def test_he_net_trains_where_the_xavier_net_stalls_at_ln_10() -> None:
         assert losses["he_normal"] < 2.1
 
 
+def test_edge_of_chaos_map_nets_train_below_six_xi_and_not_above() -> None:
+    """Schoenholz et al. / docs/reproductions.md (``edge_of_chaos_map``): tanh at σ_b² = 0.05,
+    SGD lr 0.01, batch 32, digits.  Depth 8 at σ_w² = 1.76 (6|ξ_∇| ≈ 29000) trains; depth 32 at
+    σ_w² = 1 (6|ξ_∇| ≈ 22, below the depth) stays near chance (10%).  Width 32, 3 epochs,
+    seed 0: seen 57% and 7.8%; the bounds sit between."""
+    data = bpcore.make_dataset("digits", test_fraction=0.2)
+    accuracy = {}
+    for sigma_w2, depth in ((1.76, 8), (1.0, 32)):
+        assert (depth < 6 * abs(theory.gradient_depth_scale("tanh", sigma_w2, 0.05))) == (
+            sigma_w2 > 1.5
+        )
+        init = bpcore.get_initializer("lecun_normal", gain=math.sqrt(sigma_w2))
+        sizes = [64, *[32] * depth, 10]
+        net = bpcore.MLP(sizes, "tanh", "softmax", init, 0, bias_init=NormalBias(std=0.05**0.5))
+        sgd = bpcore.get_optimizer("sgd", 0.01)
+        bpcore.fit(net, data, "cross_entropy", sgd, 32, epochs=3, seed=0)
+        accuracy[sigma_w2] = bpcore.evaluate(net, data.x_val, data.y_val, "cross_entropy")[1]
+    assert accuracy[1.76] > 0.4 and accuracy[1.0] < 0.2, accuracy
+
+
 # --------------------------------------------------------------------- Klambauer et al. 2017
 
 

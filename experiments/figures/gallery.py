@@ -1,6 +1,6 @@
 """Regenerate the README's figure gallery, ``docs/gallery/*.png``, from real sweeps.
 
-    python -m experiments.figures.gallery            # or: make gallery  (≈ 12 min on 2 cores)
+    python -m experiments.figures.gallery            # or: make gallery  (≈ 24 min on 2 cores)
     python -m experiments.figures.gallery --redraw   # the figures only, from the last run's store
 
 Checks first that every figure a shot names is in ``experiments.figures.registry``; then runs
@@ -24,6 +24,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +64,8 @@ SHOTS = (
     Shot("glorot_bengio", ("experiment=glorot_bengio",), ("activation_stats", "histograms")),
     Shot("he_depth30", ("experiment=he_depth30",), ("layer_moments", "loss_curves")),
     Shot("selu_selfnorm", ("experiment=selu_selfnorm",), ("layer_moments",)),
-    Shot("edge_of_chaos", ("experiment=edge_of_chaos",), ("chi1_growth", "trainability")),
+    Shot("edge_of_chaos", ("experiment=edge_of_chaos",), ("chi1_growth",)),
+    Shot("edge_of_chaos_map", ("experiment=edge_of_chaos_map",), ("trainability",)),
     Shot("noise_scale", ("experiment=noise_scale",), ("steps_vs_batch",)),
     Shot("remedies", ("experiment=remedies",), ("signal_propagation", "final_accuracy")),
 )
@@ -81,8 +83,11 @@ def unknown_figures() -> list[str]:
 
 
 def _run(env: dict[str, str], *args: str) -> None:
+    """Run ``python -m ARGS`` as a user would; say how long it took."""
     print("$ python -m " + " ".join(args), flush=True)
+    started = time.monotonic()
     subprocess.run([sys.executable, "-m", *args], env=env, cwd=PROJECT_ROOT, check=True)
+    print(f"({time.monotonic() - started:.0f} s)", flush=True)
 
 
 def missing_shots(store: Path) -> list[str]:
@@ -121,16 +126,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     shutil.rmtree(DOCS, ignore_errors=True)  # no stale image outlives its shot
     DOCS.mkdir(parents=True)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
+    started = time.monotonic()
     for shot in SHOTS:
         if not redraw:
             sweep_dir = f"hydra.sweep.dir={WORK / shot.name}"
-            _run(env, "experiments.train", "-m", *shot.sweep, sweep_dir)
+            # the parent's figures are drawn below, by the same command a user runs
+            sweep = (*shot.sweep, sweep_dir, "mlflow.sweep_figures=false")
+            _run(env, "experiments.train", "-m", *sweep)
         out = WORK / shot.name / "figures"
         plots = ("--experiment", shot.name, "--out", str(out), "--formats", "png", *shot.plots)
         _run(env, "experiments.plots", *plots)
         for figure in shot.figures:
             shutil.copyfile(out / f"{figure}.png", PROJECT_ROOT / image(shot, figure))
             print(image(shot, figure))
+    print(f"gallery: {(time.monotonic() - started) / 60:.1f} min in all", flush=True)
 
 
 if __name__ == "__main__":
