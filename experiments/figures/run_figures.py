@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from threadpoolctl import threadpool_limits
+
 from experiments.diagnostics.history import HISTORY_FILE, History
 from experiments.figures import style
 from experiments.figures.boundaries import (
@@ -44,7 +46,10 @@ def draw(folder: Path, params: Mapping[str, str], out: Path) -> list[Path]:
     history = History.load(folder / HISTORY_FILE)
     figures = {"profile": profile_figure(history), "loss": loss_figure(history)}
     if (folder / MODEL_FILE).is_file():
-        boundary = boundary_figure(folder / MODEL_FILE, params)
+        # one BLAS thread: the decision surface's small matmuls would keep a second thread
+        # spinning on the core the next run trains on
+        with threadpool_limits(1):
+            boundary = boundary_figure(folder / MODEL_FILE, params)
         if boundary is not None:
             figures["boundary"] = boundary
     out.mkdir(parents=True, exist_ok=True)
