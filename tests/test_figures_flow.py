@@ -294,3 +294,17 @@ def test_the_readme_gradient_flow_claim_at_small_size() -> None:
             assert mean_field == pytest.approx(0.0, abs=1e-6) and abs(measured) < 1.0
         else:
             assert mean_field < -1 and measured == pytest.approx(mean_field, abs=0.3)
+
+
+def test_a_run_with_one_logged_step_gets_dots_not_an_empty_panel() -> None:
+    """A full-batch run of 8 steps logs its update ratios once: lines of one point draw
+    nothing, so each layer is a dot (the output layer's black)."""
+    history = History()
+    ratios = {"update_ratio/layer_01": 1e-2, "update_ratio/layer_02": 3e-2}
+    history.add("step", 0, ratios | {"update_ratio/output": 5e-2})
+    data = data_of([({"train.batch_size": "full"}, history)], ["train.batch_size"])
+    fig, _, _ = layers.update_ratio(data)
+    (ax,) = visible(fig)
+    (dots,) = [c for c in ax.collections if len(c.get_offsets()) == 2]
+    np.testing.assert_allclose(np.asarray(dots.get_offsets())[:, 1], [1e-2, 3e-2])
+    assert [ln.get_marker() for ln in ax.get_lines() if ln.get_color() == style.BLACK] == ["o"]

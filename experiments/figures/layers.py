@@ -231,8 +231,14 @@ def layer_grid(data: Data, families: dict[str, str], log: bool, ylabel: str) -> 
             lines = [np.column_stack([steps, y]) for y in clean(m)]  # one artist: fast
             colours = cmap(norm(layers))
             ax.add_collection(LineCollection(lines, colors=colours, linestyles=linestyle, lw=0.9))
+            single = len(steps) < 2  # one logged step (e.g. a full-batch run): dots, not lines
+            if single:
+                ax.scatter(np.repeat(steps, len(layers)), clean(m)[:, 0], c=colours, s=9)
             if output is not None:
-                ax.plot(steps, clean(output), color=style.BLACK, ls=linestyle, lw=1.1)
+                marker = "o" if single else None
+                ax.plot(
+                    steps, clean(output), color=style.BLACK, ls=linestyle, lw=1.1, marker=marker
+                )
         ax.autoscale_view()
     if log:
         log_ticks(axes)
