@@ -37,9 +37,9 @@ if TYPE_CHECKING:
 SECOND = "second_moment"  # E[(aˡ)²] = squared mean + variance
 COLUMNS = {
     SECOND: r"$E[(a^l)^2]$",
-    SQ_MEAN: "avg. channel squared mean",
-    VAR: "avg. channel variance",
-    BRANCH_VAR: "avg. branch variance",
+    SQ_MEAN: "channel squared mean",
+    VAR: "channel variance",
+    BRANCH_VAR: "branch variance",
 }
 
 
