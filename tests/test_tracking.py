@@ -449,3 +449,36 @@ def test_the_writer_works_in_the_training_process_directory_and_stderr(
     assert "Creating initial MLflow database tables" in capfd.readouterr().err
     assert history(f"sqlite:///{tmp_path}/relative/mlflow.db", t.run_id, "loss") == [(0, 1.0)]
     close_writer()
+
+
+def test_a_run_ended_before_its_training_process_died_keeps_its_status(tmp_path: Path) -> None:
+    """The writer ends the run, then cannot tell the (killed) training process: the run stays
+    as ended (KILLED when points past the deadline were lost), not FAILED."""
+    import multiprocessing.connection
+
+    from experiments.tracking.writer import Inbox, write_run
+
+    class GoneAfterReady:
+        """The training process's end of the replies: it reads "ready", then dies."""
+
+        def __init__(self) -> None:
+            self.sent: list[object] = []
+
+        def send(self, message: object) -> None:
+            if self.sent:
+                raise BrokenPipeError(32, "Broken pipe")
+            self.sent.append(message)
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    requests, inbox_end = multiprocessing.Pipe()
+    requests.send(("keys", 0, ("loss",)))
+    requests.send(("metrics", 0, 1, 0, [0.5]))
+    requests.send(("end", "FINISHED", time.time() - 1))  # past its deadline: the point is lost
+    inbox = Inbox(inbox_end)
+    request = (uri, {"name": "default"}, "gone", {}, {})
+    assert write_run(request, inbox, GoneAfterReady()) is False  # type: ignore[arg-type]
+    (run,) = MlflowClient(uri).search_runs(
+        [MlflowClient(uri).get_experiment_by_name("default").experiment_id]
+    )
+    lost = run.data.tags.get("unwritten_points")  # "1" unless the point beat the deadline
+    assert run.info.status == ("KILLED" if lost else "FINISHED")

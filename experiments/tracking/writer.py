@@ -197,6 +197,7 @@ def write_run(request: Message, inbox: Inbox, reply: Connection) -> bool:
 
     uri, experiment, name, params, tags = request
     run_id = uploaded = None
+    ended = False
     try:
         client = mlflow_client(uri)
         experiment_id = experiment.get("id") or prepare_experiment(uri, experiment["name"])
@@ -237,6 +238,7 @@ def write_run(request: Message, inbox: Inbox, reply: Connection) -> bool:
                     shutil.rmtree(args[0], ignore_errors=True)
             elif kind == "end":
                 end_run(metrics, args[0])
+                ended = True  # a training process gone before it reads "done" changes nothing
                 reply.send(("done", metrics.unwritten))
                 inbox.deadline = None  # served: the next run has all the time it needs
                 finished = args[0] == "FINISHED" and not metrics.unwritten
@@ -246,7 +248,7 @@ def write_run(request: Message, inbox: Inbox, reply: Connection) -> bool:
                     shutil.rmtree(uploaded, ignore_errors=True)
                 return True
     except Exception as e:
-        if run_id is not None:
+        if run_id is not None and not ended:
             with contextlib.suppress(Exception):  # the store is gone: the next sweep ends it
                 client.set_terminated(run_id, "FAILED")
         why = describe_failure(uri, e)
