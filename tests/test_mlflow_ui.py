@@ -362,12 +362,15 @@ def test_a_browser_finds_the_runs_table_the_profile_chart_and_the_run_figures(
             page.get_by_placeholder("Search metric charts").fill("profile/grad_norm")
             for chart in ("profile/grad_norm_init", "profile/grad_norm_final"):
                 expect(page.get_by_text(chart, exact=True).first).to_be_visible()
+            lines = page.locator(".js-plotly-plot .scatterlayer .trace")  # the drawn profiles
+            expect(lines.nth(2 * len(children) - 1)).to_be_attached()  # each child, both charts
             page.screenshot(path=shots / "2-profiles-overlaid.png")
 
             page.goto(f"{run_page}/model-metrics")
             page.get_by_placeholder("Search metric charts").fill("profile/")
             for chart in ("grad_norm_init", "grad_norm_final", "delta_norm_init", "act_var_final"):
                 expect(page.get_by_text(chart, exact=True).first).to_be_visible()
+            expect(page.locator(".js-plotly-plot .scatterlayer .trace").first).to_be_attached()
             page.screenshot(path=shots / "3-run-profile-charts.png")
 
             preview(page, run_page, "profile.png")

@@ -33,7 +33,8 @@ from experiments.figures.common import BATCH_LOSS_KEY, LOSS_KEYS, STEP, positive
 
 DPI = 100
 BOUNDARY_RESOLUTION = 60  # grid points per axis: ≈ 4 pixels each at this size
-SIZE = (3.4, 2.4)  # inches
+SIZE = (4.6, 2.4)  # inches: a 2.8 in panel and its legend beside it
+PANEL_RIGHT = 0.66  # the panel's right edge (figure fraction) where a legend sits beside it
 PROFILES = {"grad_norm": "‖∂L/∂Wˡ‖", "delta_norm": "‖δˡ‖"}  # plain text: mathtext costs
 WHEN = {"init": "--", "final": "-"}  # profile → line style
 SUPERSCRIPTS = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
@@ -60,14 +61,19 @@ def draw(folder: Path, params: Mapping[str, str], out: Path) -> list[Path]:
     return paths
 
 
-def small_figure(width: float, height: float) -> tuple[Any, Any]:
-    """A figure of one panel with fixed margins: constrained layout would double the drawing
-    time of such a small figure."""
+def small_figure(width: float, height: float, right: float = 0.96) -> tuple[Any, Any]:
+    """A figure of one panel with fixed margins (``right``: the panel's right edge):
+    constrained layout would double the drawing time of such a small figure."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height))
-    fig.subplots_adjust(left=0.2, right=0.96, bottom=0.18, top=0.88)
+    fig.subplots_adjust(left=0.15 if right < 0.9 else 0.2, right=right, bottom=0.18, top=0.88)
     return fig, fig.subplots()
+
+
+def legend_beside(ax: Any) -> None:
+    """The legend right of the panel, where it covers no data."""
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
 
 
 def log_scale(ax: Any) -> None:
@@ -99,7 +105,7 @@ def profile_figure(history: History) -> Any:
     """‖∂L/∂Wˡ‖ and ‖δˡ‖ against the hidden layer, at initialization (--) and at the end (—)."""
     from matplotlib.ticker import MaxNLocator
 
-    fig, ax = small_figure(*SIZE)
+    fig, ax = small_figure(*SIZE, right=PANEL_RIGHT)
     drawn = []
     for (family, label), colour in zip(PROFILES.items(), style.PALETTE, strict=False):
         for when, linestyle in WHEN.items():
@@ -113,13 +119,13 @@ def profile_figure(history: History) -> Any:
         log_scale(ax)
     finish(ax, "gradient flow", xlabel="hidden layer l (1 = input side)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(fontsize=7, loc="best")
+    legend_beside(ax)
     return fig
 
 
 def loss_figure(history: History) -> Any:
     """The epoch losses (train, val) and the minibatch loss on the recorded steps."""
-    fig, ax = small_figure(*SIZE)
+    fig, ax = small_figure(*SIZE, right=PANEL_RIGHT)
     curves = [key for key in (BATCH_LOSS_KEY, *LOSS_KEYS) if key in history.keys]
     series = {key: history.series(key) for key in curves}
     for key, (steps, values) in series.items():
@@ -128,7 +134,7 @@ def loss_figure(history: History) -> Any:
     if spans_decades([values for _, values in series.values()]):
         log_scale(ax)
     finish(ax, "loss", xlabel=STEP, ylabel="loss")
-    ax.legend(fontsize=7, loc="best")
+    legend_beside(ax)
     return fig
 
 
