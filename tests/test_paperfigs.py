@@ -214,3 +214,16 @@ def test_final_accuracy_shows_each_configs_mean_over_seeds(remedy_runs: Data) ->
     np.testing.assert_allclose(means, expected, rtol=1e-12)
     assert [t.get_text() for t in ax.get_yticklabels()] == ["plain", "residual=True"]
     assert style.render(fig, ["png"])["png"].startswith(b"\x89PNG")
+
+
+def test_final_accuracy_draws_the_same_pixels_for_the_same_runs(remedy_runs: Data) -> None:
+    """The seeds' dots are jittered: the same runs give the same figure, whatever numpy's
+    global generator held before (it is left as it was)."""
+    kind = registry.figure("final_accuracy")
+    np.random.seed(1)
+    first = style.render(kind.draw(remedy_runs)[0], ["png"])["png"]
+    after = np.random.random()
+    np.random.seed(1)
+    assert np.random.random() == after  # the draw left the generator as it found it
+    np.random.seed(2)
+    assert style.render(kind.draw(remedy_runs)[0], ["png"])["png"] == first

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from experiments.figures import style
 from experiments.figures.common import (
     Built,
@@ -55,7 +57,10 @@ def final_accuracy(data: Data) -> Built:
     ax = fig.subplots()
     kw = {"y": "config", "x": "accuracy", "hue": "hue", "palette": palette, "ax": ax}
     dodge = len(hues) > 1  # seaborn divides by the number of hues less one
+    state = np.random.get_state()  # seaborn jitters with numpy's global generator:
+    np.random.seed(0)  # the same runs, the same figure
     sns.stripplot(frame, dodge=dodge, size=2.5, alpha=0.5, legend=False, **kw)
+    np.random.set_state(state)
     point_kw = {"markers": "o", "markersize": 3.5, "err_kws": {"linewidth": 1.2}}
     sns.pointplot(
         frame,
