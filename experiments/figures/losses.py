@@ -112,9 +112,8 @@ def loss_curves(data: Data) -> Built:
     """Train and val loss (rows) against the step, or the examples seen when batch sizes
     differ: mean and 95% t-band over seeds (on a log axis the geometric mean).  With the
     activation and another key varying, one column per activation, the other keys by line
-    style.  An × marks
-    where a diverged run stopped, at its last finite loss (on the edge if off the chart); a ▲
-    where a finite loss above ``CEILING`` is drawn at it."""
+    style.  An × marks where a diverged run stopped, at its last finite loss (on the edge if
+    off the chart); a ▲ where a finite loss above ``CEILING`` is drawn at it."""
     from matplotlib.lines import Line2D
 
     curves = loss_curves_of(data.histories, data.runs, data.keys)
