@@ -141,20 +141,18 @@ def label_line_ends(
     # the limit at which every name fits: (x − left′)/(right − left′) ≥ its fraction (left)
     if side == "left":
         wanted = min((x - f * right) / (1 - f) for x, f in fits)
-        if wanted < left and tries > 1:
-            for t in texts:
-                t.remove()
-            ax.set_xlim(wanted, right)
-            label_line_ends(ax, ends, side, tries - 1)
-        ax.spines["bottom"].set_bounds(min(x for x, _ in fits), right)  # no axis under names
+        limits, widen = (wanted, right), wanted < left
+        spine = (min(x for x, _ in fits), right)  # no axis line under the names
     else:
         wanted = max((x - f * left) / (1 - f) for x, f in fits)
-        if wanted > right and tries > 1:
-            for t in texts:
-                t.remove()
-            ax.set_xlim(left, wanted)
-            label_line_ends(ax, ends, side, tries - 1)
-        ax.spines["bottom"].set_bounds(left, max(x for x, _ in fits))
+        limits, widen = (left, wanted), wanted > right
+        spine = (left, max(x for x, _ in fits))
+    if widen and tries > 1:
+        for t in texts:
+            t.remove()
+        ax.set_xlim(*limits)
+        label_line_ends(ax, ends, side, tries - 1)
+    ax.spines["bottom"].set_bounds(*spine)
 
 
 def hidden_colours(depth: int) -> tuple[Any, Any]:

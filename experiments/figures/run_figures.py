@@ -6,7 +6,7 @@ They are drawn off the training path: the training app asks the run's MLflow wri
 to call ``draw`` (by name, ``experiments.app.train.RUN_FIGURES``) once the run has ended,
 while the training process goes on with its next run; the tuning runs of a tuned sweep
 (``stage=tune``, which only choose the lr) get none.  Small PNGs at 100 dpi, drawn cheaply
-(≈ 0.2 s of CPU for the three once the writer has drawn its first; ``docs/benchmarks.md``):
+(≈ 0.12 s of CPU for the three once the writer has drawn its first; ``docs/benchmarks.md``):
 fixed margins and title positions, no minor ticks, no mathtext (legends, log tick labels),
 a coarse grid for the boundary.
 """
@@ -61,13 +61,16 @@ def draw(folder: Path, params: Mapping[str, str], out: Path) -> list[Path]:
     return paths
 
 
-def small_figure(width: float, height: float, right: float = 0.96) -> tuple[Any, Any]:
-    """A figure of one panel with fixed margins (``right``: the panel's right edge):
-    constrained layout would double the drawing time of such a small figure."""
+def small_figure(
+    width: float, height: float, left: float = 0.2, right: float = 0.96
+) -> tuple[Any, Any]:
+    """A figure of one panel with fixed margins (``left``, ``right``: the panel's edges as
+    fractions of the width): constrained layout would double the drawing time of such a
+    small figure."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height))
-    fig.subplots_adjust(left=0.15 if right < 0.9 else 0.2, right=right, bottom=0.18, top=0.88)
+    fig.subplots_adjust(left=left, right=right, bottom=0.18, top=0.88)
     return fig, fig.subplots()
 
 
@@ -105,7 +108,7 @@ def profile_figure(history: History) -> Any:
     """‖∂L/∂Wˡ‖ and ‖δˡ‖ against the hidden layer, at initialization (--) and at the end (—)."""
     from matplotlib.ticker import MaxNLocator
 
-    fig, ax = small_figure(*SIZE, right=PANEL_RIGHT)
+    fig, ax = small_figure(*SIZE, left=0.15, right=PANEL_RIGHT)
     drawn = []
     for (family, label), colour in zip(PROFILES.items(), style.PALETTE, strict=False):
         for when, linestyle in WHEN.items():
@@ -125,7 +128,7 @@ def profile_figure(history: History) -> Any:
 
 def loss_figure(history: History) -> Any:
     """The epoch losses (train, val) and the minibatch loss on the recorded steps."""
-    fig, ax = small_figure(*SIZE, right=PANEL_RIGHT)
+    fig, ax = small_figure(*SIZE, left=0.15, right=PANEL_RIGHT)
     curves = [key for key in (BATCH_LOSS_KEY, *LOSS_KEYS) if key in history.keys]
     series = {key: history.series(key) for key in curves}
     for key, (steps, values) in series.items():
