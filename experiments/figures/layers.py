@@ -350,7 +350,9 @@ def speed_of_learning(data: Data) -> Built:
         if book is not None:
             for layer, value in enumerate(book, start=1):
                 colour = looks[f"l = {layer}"]["color"]
-                ax.plot([0], [value], "D", mfc="white", mec=colour, ms=4, clip_on=False, zorder=5)
+                ax.plot(
+                    [0], [value], ls="none", **style.BOOK_LOOK, mec=colour, clip_on=False, zorder=5
+                )
             book_drawn = True
         ax.set_title(str(config), fontsize="medium")
         ax.set(xlabel="", ylabel="")
@@ -362,18 +364,9 @@ def speed_of_learning(data: Data) -> Built:
     fig.supylabel(f"{BIAS_GRAD}, training set")
     handles = [Line2D([], [], color="0.5", lw=6, alpha=0.3, label=LOG_INTERVAL)]
     if book_drawn:
-        handles.append(
-            Line2D(
-                [],
-                [],
-                marker="D",
-                ls="none",
-                mfc="white",
-                mec="0.3",
-                ms=4,
-                label="Nielsen's book at init (MNIST, 784 inputs)",
-            )
-        )
+        look = style.BOOK_LOOK | {"mec": "0.3"}
+        label = "Nielsen's book at init (MNIST, 784 inputs)"
+        handles.append(Line2D([], [], ls="none", **look, label=label))
     fig.legend(handles=handles, loc="outside upper center", ncols=2)
     for ax, ends in labels:  # once the layout and the shared y limits are final
         label_line_ends(ax, ends, "right")

@@ -33,6 +33,8 @@ BLUE, VERMILLION, PURPLE = "#0072B2", "#D55E00", "#CC79A7"
 PALETTE = (BLUE, ORANGE, GREEN, VERMILLION, PURPLE, SKY_BLUE, BLACK)
 LINESTYLES = ("-", "--", "-.", ":")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+# a published value drawn beside ours (Nielsen's book): open diamonds
+BOOK_LOOK: dict[str, Any] = {"marker": "D", "mfc": "white", "ms": 4}
 LAYER_CMAP = "viridis"  # layer 1 (input) … L (output) in per-layer plots
 HEATMAP_CMAP = "magma"
 

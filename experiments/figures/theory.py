@@ -180,7 +180,7 @@ def theory_overlay(data: Data) -> Built:
         ax.plot(layers, positive(predicted), **MEAN_FIELD_LOOK)
         book = BOOK_SPEEDS.get(len(layers)) if mine["book"].iloc[0] else None
         if book is not None:
-            ax.plot(layers, book, "D", mfc="white", mec=style.BLACK, ms=4, zorder=5)
+            ax.plot(layers, book, ls="none", **style.BOOK_LOOK, mec=style.BLACK, zorder=5)
             book_drawn = True
         ax.set(yscale="log", xlabel="", ylabel="")
         ax.set_title(config, fontsize="medium")
@@ -191,18 +191,8 @@ def theory_overlay(data: Data) -> Built:
         Line2D([], [], **MEAN_FIELD_LOOK, label=r"$(\sqrt{\chi_1})^{H-l}$"),
     ]
     if book_drawn:
-        handles.append(
-            Line2D(
-                [],
-                [],
-                marker="D",
-                ls="none",
-                mfc="white",
-                mec=style.BLACK,
-                ms=4,
-                label="Nielsen's book",
-            )
-        )
+        look = style.BOOK_LOOK | {"mec": style.BLACK}
+        handles.append(Line2D([], [], ls="none", **look, label="Nielsen's book"))
     fig.legend(handles=handles, loc="outside upper center", ncols=len(handles))
     fig.supxlabel("hidden layer l (1 = input side; H = top hidden layer; output left out)")
     fig.supylabel(f"{BIAS_GRAD} at step 0")
