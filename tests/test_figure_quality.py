@@ -23,9 +23,7 @@ from threadpoolctl import threadpool_limits
 
 import bpcore
 from experiments.app.setup import build
-from experiments.diagnostics.recorder import DiagnosticsRecorder
-from experiments.diagnostics.signal import SignalPropagation
-from experiments.diagnostics.theory import theory_callbacks
+from experiments.app.train import diagnostics, held_out_metrics
 from experiments.figures import registry, style
 from experiments.figures.cli import MAX_PANELS
 from experiments.figures.common import Data, RunInfo, config_keys, panel_runs
@@ -115,13 +113,7 @@ def trained(compose_config: Compose) -> Iterator[Callable[[str], Data]]:
 def train(cfg: DictConfig, run_id: str) -> tuple[RunInfo, object, bpcore.MLP]:
     """Train ``cfg`` as ``experiments.train`` does, without tracking: (run, history, net)."""
     setup = build(cfg)
-    recorder = DiagnosticsRecorder(cfg.log.every_n_steps, histograms=cfg.log.histograms)
-    every = cfg.log.every_n_steps if cfg.log.full_gradient else None
-    callbacks = [
-        recorder,
-        SignalPropagation(recorder.record),
-        *theory_callbacks(setup.net, setup.data, setup.loss, recorder.record, every),
-    ]
+    recorder, callbacks = diagnostics(cfg, setup)
     result = bpcore.fit(
         setup.net,
         setup.data,
@@ -133,9 +125,8 @@ def train(cfg: DictConfig, run_id: str) -> tuple[RunInfo, object, bpcore.MLP]:
         callbacks=callbacks,
     )
     recorder.record_profiles()
-    loss, accuracy = bpcore.evaluate(setup.net, setup.data.x_test, setup.data.y_test, setup.loss)
-    test = {"test/loss": loss} | ({} if accuracy is None else {"test/accuracy": accuracy})
-    recorder.record("test", result.steps, test)
+    if test := held_out_metrics(setup):
+        recorder.record("test", result.steps, test)
     recorder.record_summary(result.steps, {})
     diverged = result.diverged_at_step is not None
     tags = {"diverged": str(diverged).lower(), "stage": cfg.stage}

@@ -36,7 +36,7 @@ from experiments.app.sweep import SweepInfo, record_failed_job
 from experiments.app.target_check import refuse_foreign_targets
 from experiments.diagnostics.explosion import exploded_at, flag_tags
 from experiments.diagnostics.history import HISTORY_FILE, NORM_ARRAYS
-from experiments.diagnostics.recorder import DiagnosticsRecorder
+from experiments.diagnostics.recorder import DiagnosticsRecorder, Sink
 from experiments.diagnostics.signal import SignalPropagation
 from experiments.diagnostics.theory import theory_callbacks
 from experiments.tracking.provenance import config_hash, flat_params, run_name
@@ -86,13 +86,7 @@ def _train(cfg: DictConfig, sweep: SweepInfo | None, progress: bool) -> Outcome:
             raise  # a single run: main reports it; nothing was trained
         return Outcome(name, "FAILED", None, None, time.perf_counter() - started, str(error))
     sink = PHASES.timed("tracking", tracker.log_metrics) if tracker else None
-    recorder = DiagnosticsRecorder(cfg.log.every_n_steps, sink, histograms=cfg.log.histograms)
-    every = cfg.log.every_n_steps if cfg.log.full_gradient else None
-    callbacks = [
-        recorder,
-        SignalPropagation(recorder.record),
-        *theory_callbacks(setup.net, setup.data, setup.loss, recorder.record, every),
-    ]
+    recorder, callbacks = diagnostics(cfg, setup, sink)
     if progress:
         callbacks.append(ProgressBar(cfg.train.epochs, name, max_steps=cfg.train.max_steps))
     if TIMING_FILE:
@@ -126,7 +120,7 @@ def _train(cfg: DictConfig, sweep: SweepInfo | None, progress: bool) -> Outcome:
                         _write_artifacts(folder, cfg, setup, recorder)
                 raise
             with PHASES("evaluation"):
-                test = _test_metrics(setup)
+                test = held_out_metrics(setup)
             with PHASES("diagnostics"):
                 recorder.record_profiles()
                 if test:
@@ -190,7 +184,22 @@ def _failure(error: Exception) -> str:
     return repr(error)
 
 
-def _test_metrics(setup: Setup) -> dict[str, float]:
+def diagnostics(
+    cfg: DictConfig, setup: Setup, sink: Sink | None = None
+) -> tuple[DiagnosticsRecorder, list[bpcore.Callback]]:
+    """The job's recorder (sending to ``sink``) and every diagnostic callback of a run: the
+    per-layer metrics, signal propagation at step 0, the mean-field theory metrics."""
+    recorder = DiagnosticsRecorder(cfg.log.every_n_steps, sink, histograms=cfg.log.histograms)
+    every = cfg.log.every_n_steps if cfg.log.full_gradient else None
+    callbacks = [
+        recorder,
+        SignalPropagation(recorder.record),
+        *theory_callbacks(setup.net, setup.data, setup.loss, recorder.record, every),
+    ]
+    return recorder, callbacks
+
+
+def held_out_metrics(setup: Setup) -> dict[str, float]:
     """test/loss and test/accuracy of the trained net on the held-out split ({} if none)."""
     data = setup.data
     if not len(data.x_test):
