@@ -53,8 +53,9 @@ ACTIVATIONS_SHAPE = [
     "activation=tanh,relu,sigmoid,elu",
     "model.depth=3,10,20",
 ]
-LAUNCHERS = {
-    "basic": ["hydra/launcher=basic"],
+LAUNCHERS = {  # joblib with 1 job runs the jobs one after another in the launching process, like
+    # the basic launcher, and overrides a preset's joblib launcher (its n_jobs) where basic cannot
+    "basic": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=1"],
     "joblib-2": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
 }
 PHASES = ["steps", "evaluation", "diagnostics", "batching", "tracking", "setup"]

@@ -45,6 +45,7 @@ of the figures package.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import os
 import queue
@@ -191,6 +192,12 @@ def draw_figures(
             client.set_tag(run_id, "figures_error", f"{type(e).__name__}: {e}"[:5000])
 
 
+@functools.cache
+def _owner(*pids: int) -> str:
+    """The ``owner`` tag, read once per writer (it runs ``ps``): its processes stay the same."""
+    return owner_tag(*pids)
+
+
 def write_run(request: Message, inbox: Inbox, reply: Connection) -> bool:
     """Create one run and write it until its "end"; False: stop serving (EOF or an error)."""
     from mlflow.entities import Param, RunTag
@@ -201,7 +208,7 @@ def write_run(request: Message, inbox: Inbox, reply: Connection) -> bool:
     try:
         client = mlflow_client(uri)
         experiment_id = experiment.get("id") or prepare_experiment(uri, experiment["name"])
-        tags |= {OWNER_TAG: owner_tag(os.getppid(), os.getpid())}  # training process, writer
+        tags |= {OWNER_TAG: _owner(os.getppid(), os.getpid())}  # training process, writer
         info = client.create_run(experiment_id, run_name=name, tags=tags).info
         run_id = info.run_id
         client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
