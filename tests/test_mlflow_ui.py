@@ -251,6 +251,31 @@ def test_the_reported_runs_get_their_figures_the_tuning_runs_none(
     assert ("figures" in files) is drawn
 
 
+@pytest.mark.parametrize(
+    ("overrides", "per_layer"),
+    [
+        (["stage=tune"], False),
+        (["stage=tune", "log.tuning_diagnostics=true"], True),
+        (["stage=final"], True),
+    ],
+)
+def test_the_tuning_runs_log_their_epochs_the_reported_runs_every_layer(
+    tmp_path: Path, compose_config: Callable[..., DictConfig], overrides: list[str], per_layer: bool
+) -> None:
+    """A tuning run only chooses an lr (on its val loss): its epochs, test and summary metrics
+    go to MLflow; the per-layer diagnostics only with log.tuning_diagnostics=true."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    try:
+        train(compose_config([*TINY, *overrides, f"mlflow.tracking_uri={uri}"]))
+    finally:
+        let_the_writer_finish()
+    families = {key.split("/")[0] for key in only_run(uri).data.metrics}
+    assert {"train", "val", "progress", "test", "summary"} <= families
+    per_layer_families = {"grad_norm", "act_std", "dead", "profile", "signal_var", "theory"}
+    assert (per_layer_families <= families) is per_layer
+    assert (families & per_layer_families == set()) is not per_layer
+
+
 def test_a_run_that_learns_is_not_exploded(tracked: Any) -> None:
     _, run, _ = tracked
     assert run.data.tags["exploded"] == "false" and "exploded_at_step" not in run.data.tags

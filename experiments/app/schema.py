@@ -85,6 +85,7 @@ class LogConf:
     every_n_steps: int = 100  # diagnostics at step 0 and every n optimizer steps
     histograms: bool = False  # per-layer activation/gradient histograms (history file only)
     full_gradient: bool = False  # also the training-set gradient and noise scale (theory_metrics)
+    tuning_diagnostics: bool = False  # stage=tune runs (lr grid) log these too; false: epochs only
 
 
 @dataclass

@@ -188,7 +188,12 @@ def diagnostics(
     cfg: DictConfig, setup: Setup, sink: Sink | None = None
 ) -> tuple[DiagnosticsRecorder, list[bpcore.Callback]]:
     """The job's recorder (sending to ``sink``) and every diagnostic callback of a run: the
-    per-layer metrics, signal propagation at step 0, the mean-field theory metrics."""
+    per-layer metrics, signal propagation at step 0, the mean-field theory metrics.  A tuning
+    run (``stage=tune``, which only chooses an lr) records its epoch metrics only, unless
+    ``log.tuning_diagnostics``."""
+    if cfg.stage == "tune" and not cfg.log.tuning_diagnostics:
+        recorder = DiagnosticsRecorder(None, sink)
+        return recorder, [recorder]
     recorder = DiagnosticsRecorder(cfg.log.every_n_steps, sink, histograms=cfg.log.histograms)
     every = cfg.log.every_n_steps if cfg.log.full_gradient else None
     callbacks = [

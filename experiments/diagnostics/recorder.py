@@ -183,9 +183,10 @@ def _activation_edges(activations: Sequence[Array], bins: int) -> FloatArray:
 
 
 class DiagnosticsRecorder(Callback):
-    """Records ``layer_diagnostics`` + ``train/batch_loss`` at steps 0, k, 2k, … and the epoch
-    metrics (``train/loss``, ``val/loss``, ``train/accuracy``, ``val/accuracy`` when defined,
-    ``progress/epoch``, ``progress/examples_seen``, ``progress/seconds``) at ``report.step``.
+    """Records ``layer_diagnostics`` + ``train/batch_loss`` at steps 0, k, 2k, … (k =
+    ``every_n_steps``; None: no step) and the epoch metrics (``train/loss``, ``val/loss``,
+    ``train/accuracy``, ``val/accuracy`` when defined, ``progress/epoch``,
+    ``progress/examples_seen``, ``progress/seconds``) at ``report.step``.
 
     Every record goes to ``history`` and, as a fresh dict, to ``sink(step, metrics)``.
     ``histograms``: also keep per-layer histograms of aˡ (equal bins on [−r, r], r = max |aˡ| at
@@ -196,12 +197,12 @@ class DiagnosticsRecorder(Callback):
 
     def __init__(
         self,
-        every_n_steps: int,
+        every_n_steps: int | None,
         sink: Sink | None = None,
         histograms: bool = False,
         histogram_bins: int = 50,
     ) -> None:
-        if every_n_steps < 1 or histogram_bins < 1:
+        if (every_n_steps is not None and every_n_steps < 1) or histogram_bins < 1:
             raise ValueError(
                 f"every_n_steps and histogram_bins must be ≥ 1, got {every_n_steps}, "
                 f"{histogram_bins}"
@@ -217,7 +218,7 @@ class DiagnosticsRecorder(Callback):
         self._widths: list[int] = []  # of the hidden layers
 
     def wants_step(self, step: int) -> bool:
-        return step % self.every_n_steps == 0
+        return self.every_n_steps is not None and step % self.every_n_steps == 0
 
     def on_step(self, report: StepReport) -> None:
         self.history.n_layers = report.net.n_layers
@@ -266,8 +267,9 @@ class DiagnosticsRecorder(Callback):
 
     def record_summary(self, step: int, extra: Mapping[str, float]) -> None:
         """The family "summary" at ``step`` (see the module docstring), with ``extra`` (the
-        caller's summary/… scalars)."""
+        caller's summary/… scalars; only those if no step was recorded)."""
         if not self._profiles:
+            self.record("summary", step, extra)
             return
         values = {}
         with np.errstate(divide="ignore", invalid="ignore"):  # a zero or non-finite gradient
