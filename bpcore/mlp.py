@@ -197,7 +197,7 @@ class MLP:
     def forward(self, x: ArrayLike) -> Array:
         """Network output aᴸ⁻¹ in evaluation (BatchNorm: the running statistics), shape
         (batch, layer_sizes[-1])."""
-        return self._forward(self.check_input(x)).activations[-1]
+        return self._forward(self.check_input(x), keep=False).activations[-1]
 
     def loss_and_grads(self, x: ArrayLike, y: ArrayLike, loss: str) -> tuple[float, Backprop]:
         """Loss (a batch mean) and the full backward pass for the batch (x, y).
@@ -243,10 +243,12 @@ class MLP:
         return loss_value, self._backward(x, fp, delta_out, out)
 
     def _forward(
-        self, x: Array, out: Backprop | None = None, training: bool = False
+        self, x: Array, out: Backprop | None = None, training: bool = False, keep: bool = True
     ) -> ForwardPass:
         """zˡ, yˡ, hˡ, aˡ of every layer; norms with the batch's statistics if ``training``,
-        else BatchNorm with its running ones."""
+        else BatchNorm with its running ones.  ``keep=False`` (evaluation): the output layer's
+        only, each hidden layer's arrays freed once the next is computed (keeping them all made
+        a depth-30 net's pass over 1079 rows 3× slower: fresh memory for every layer)."""
         if training and (problem := batch_size_problem(self.norm, len(x))):
             raise ValueError(f"x: {problem}")
         fp = ForwardPass([], [], [], [], [])
@@ -256,14 +258,17 @@ class MLP:
             z += b
             y = z
             if self._normalized(l):
-                fp.norms.append(p := self._normalize(l, z, training))
+                p = self._normalize(l, z, training)
                 y = self.gammas[l] * p.x_hat + self.betas[l]  # yˡ = γˡ ⊙ x̂ˡ + βˡ
+                if keep:
+                    fp.norms.append(p)
             h = self._activation(l)(y)  # hˡ = fˡ(yˡ)
             a = a + self.residual_scale * h if self.skips[l] else h  # aˡ = aˡ⁻¹ + α hˡ, or hˡ
-            fp.zs.append(z)
-            fp.ys.append(y)
-            fp.hs.append(h)
-            fp.activations.append(a)
+            if keep or l == self.n_layers - 1:
+                fp.zs.append(z)
+                fp.ys.append(y)
+                fp.hs.append(h)
+                fp.activations.append(a)
         return fp
 
     def _normalized(self, l: int) -> bool:

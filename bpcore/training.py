@@ -89,7 +89,7 @@ def minibatches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[N
 def evaluate(net: MLP, x: Array, y: Array, loss: str) -> tuple[float, float | None]:
     """(loss, accuracy) of ``net`` on a whole set; accuracy is None for regression targets."""
     loss_fn = get_loss(loss, net.head.name)
-    fp = net._forward(net.check_input(x))  # evaluation: BatchNorm's running statistics
+    fp = net._forward(net.check_input(x), keep=False)  # BatchNorm's running statistics
     out = fp.activations[-1]
     value = loss_fn.value(fp.zs[-1], out, as_targets(y, net.layer_sizes[-1], net.dtype))
     if not (y.ndim == 1 and np.issubdtype(y.dtype, np.integer)):

@@ -232,3 +232,27 @@ def test_the_readme_backward_pass_table_shows_the_code_of_mlp_py() -> None:
     source = (root / "bpcore" / "mlp.py").read_text()
     assert len(spans) >= 8
     assert [span for span in spans if span not in source] == []
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"norm": "layer", "residual": True}, {"norm": "batch"}],
+    ids=["plain", "layer-norm-residual", "batch-norm"],
+)
+def test_evaluation_keeps_the_output_layer_only_and_computes_it_row_by_row(kwargs: dict) -> None:
+    """``forward`` and ``evaluate`` free the hidden layers' arrays as they go: the output is
+    the full pass's, and each row's is what the row alone gives (evaluation is per example:
+    BatchNorm uses its running statistics)."""
+    rng = np.random.default_rng(0)
+    net = bpcore.MLP([3, 16, 16, 16, 4], activation="tanh", seed=1, **kwargs)
+    x, y = rng.normal(size=(50, 3)), rng.integers(0, 4, 50)
+    lean, full = net._forward(x, keep=False), net._forward(x)
+    kept = [lean.zs, lean.ys, lean.hs, lean.activations]
+    assert [len(arrays) for arrays in kept] == [1, 1, 1, 1] and not lean.norms
+    np.testing.assert_array_equal(lean.activations[-1], full.activations[-1])
+    rows = np.concatenate([net.forward(x[i : i + 1]) for i in range(len(x))])
+    np.testing.assert_allclose(net.forward(x), rows, rtol=1e-12, atol=1e-15)
+    loss, accuracy = bpcore.evaluate(net, x, y, "cross_entropy")
+    p = rows[np.arange(len(y)), y]
+    assert loss == pytest.approx(-np.mean(np.log(p)), rel=1e-12)
+    assert accuracy == np.mean(rows.argmax(axis=1) == y)

@@ -755,8 +755,9 @@ def test_resume_reruns_only_the_jobs_that_did_not_finish(tmp_path: Path, spawn: 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     prepare_experiment(uri, "default")  # so polling never races the schema migration
     sweep = ["-m", "train.epochs=3,1000,4", "data.n_samples=200", "model.width=8"]
-    sweep.append("log.every_n_steps=5")
-    names = [f"epochs={epochs} · tanh-d3-w8-b32-s0" for epochs in (3, 1000, 4)]
+    # batch 1: the second job trains 120,000 steps (seconds), still training when it is seen
+    sweep += ["train.batch_size=1", "optim.lr=0.01", "log.every_n_steps=1000"]
+    names = [f"epochs={epochs} · tanh-d3-w8-b1-s0" for epochs in (3, 1000, 4)]
     log = tmp_path / "killed.log"
     with log.open("w") as out:
         command = [sys.executable, "-m", "experiments.train", *sweep]

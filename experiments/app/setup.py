@@ -201,20 +201,25 @@ def _memory_need(cfg: DictConfig, shape: bpcore.Dataset) -> MemoryNeed:
     if cfg.model.hidden is not None:
         widths = [n_in, *hidden_widths(cfg.model, n_in, n_out), n_out]
         n_params = sum((a + 1) * b for a, b in itertools.pairwise(widths))
-        n_units, key = sum(widths), "model.hidden"
+        n_units, widest, key = sum(widths), max(widths), "model.hidden"
     else:  # never a list of depth widths: model.depth=10**12 is refused, not allocated
         depth, width = _depth_and_width(cfg.model, n_in, n_out)
         n_params, n_units = _n_params(n_in, width, depth, n_out), n_in + depth * width + n_out
+        widest = max(n_in, width, n_out)
         key = "model.width" if width > depth else "model.depth"
         key = "model.param_budget" if cfg.model.param_budget is not None else key
     itemsize = 4 if cfg.model.dtype == "float32" else 8
+    batch = cfg.train.batch_size  # checked later: a bad value counts as 1 row here
+    batch = batch if isinstance(batch, int) and not isinstance(batch, bool) and batch > 0 else 1
 
     default_rows = len(shape.x_train) + len(shape.x_val) + len(shape.x_test)
 
     def need(rows: int) -> int:
         train_rows = rows * len(shape.x_train) // default_rows  # the split's share
-        args = (n_params, n_units, n_in + n_out, rows, train_rows, itemsize, cfg.optim.name)
-        return sizes.memory_bytes(*args)
+        whole = cfg.train.batch_size == "full" or cfg.log.full_gradient
+        pass_rows = train_rows if whole else min(batch, train_rows)
+        shapes = (n_params, n_units, widest, n_in + n_out, rows, train_rows, pass_rows)
+        return sizes.memory_bytes(*shapes, itemsize, cfg.optim.name)
 
     rows = default_rows if cfg.data.n_samples is None else cfg.data.n_samples
     if need(rows) > sizes.MEMORY_LIMIT and need(default_rows) <= sizes.MEMORY_LIMIT:

@@ -3,7 +3,7 @@
 Two estimates, each with a limit above which a config stops before anything is trained or
 logged, unless ``allow_large=true``: the memory a run needs (``model.width=1000000`` does not
 fit) and the metric points it logs (``model.depth=100000`` logs 700,000 at step 0 alone, a
-300 MB store).  The limits leave room for every preset: the largest need ≈ 300 MiB
+300 MB store).  The limits leave room for every preset: the largest need ≈ 40 MiB
 (edge_of_chaos) and log ≈ 21,000 points (batch_size) per run.
 """
 
@@ -18,7 +18,8 @@ METRIC_LIMIT = 100_000  # metric points a run may log
 # step's copy of the updates, then the optimizer's state (momentum: velocity; adam: m and v).
 PARAMETER_ARRAYS = 4
 OPTIMIZER_STATE = {"sgd": 0, "momentum": 1, "adam": 2}
-UNIT_ARRAYS = 5  # per unit and training row: a full pass's zˡ, aˡ, δˡ, an evaluation's zˡ, aˡ
+PASS_ARRAYS = 5  # per unit and row of a training pass: zˡ, aˡ, δˡ (norms, skips: x̂ˡ, yˡ, hˡ)
+EVALUATION_ARRAYS = 4  # per row and unit of the widest layer: aˡ⁻¹, zˡ, aˡ, a temporary
 DATA_ARRAYS = 2  # per input or output value of a row: the generated array and its split copy
 EPOCH_METRICS = 7  # train/ and val/ loss and accuracy, progress/epoch, examples_seen, seconds
 FULL_GRADIENT_METRICS = 4  # train/full_loss, noise/grad_sq_small, grad_sq_big, B_simple
@@ -30,19 +31,24 @@ SUMMARY_METRICS = 7  # summary/*: 2 gradient ratios, 2 fractions, test loss and 
 def memory_bytes(
     n_params: int,
     n_units: int,
+    widest: int,
     n_values: int,
     rows: int,
     train_rows: int,
+    pass_rows: int,
     itemsize: int,
     optimizer: str,
 ) -> int:
     """≈ the peak memory of a run: the data set (``rows`` rows of ``n_values`` float64 inputs
-    and outputs), the parameter-sized arrays, and the activations of a pass over the training
-    set (each epoch evaluates it whole; a minibatch pass is smaller).  ``n_units``: the units
-    of every layer, the input's included."""
+    and outputs), the parameter-sized arrays, the arrays of every layer for a training pass
+    over ``pass_rows`` rows (the batch; the training set for a full batch or the training-set
+    gradient) and the few layers an evaluation of the ``train_rows`` holds at a time (each
+    epoch evaluates the training set whole, freeing each layer once the next is computed).
+    ``n_units``: the units of every layer, the input's included; ``widest``: of the widest."""
     parameters = (PARAMETER_ARRAYS + OPTIMIZER_STATE.get(optimizer, 2)) * n_params * itemsize
-    activations = UNIT_ARRAYS * train_rows * n_units * itemsize
-    return DATA_ARRAYS * rows * n_values * 8 + parameters + activations
+    training_pass = PASS_ARRAYS * pass_rows * n_units * itemsize
+    evaluation = EVALUATION_ARRAYS * train_rows * widest * itemsize
+    return DATA_ARRAYS * rows * n_values * 8 + parameters + training_pass + evaluation
 
 
 def metric_points(
