@@ -210,13 +210,13 @@ def _memory_need(cfg: DictConfig, shape: bpcore.Dataset) -> MemoryNeed:
         key = "model.param_budget" if cfg.model.param_budget is not None else key
     itemsize = 4 if cfg.model.dtype == "float32" else 8
     batch = cfg.train.batch_size  # checked later: a bad value counts as 1 row here
+    whole = batch == "full" or cfg.log.full_gradient  # a training pass over the training set
     batch = batch if isinstance(batch, int) and not isinstance(batch, bool) and batch > 0 else 1
 
     default_rows = len(shape.x_train) + len(shape.x_val) + len(shape.x_test)
 
     def need(rows: int) -> int:
         train_rows = rows * len(shape.x_train) // default_rows  # the split's share
-        whole = cfg.train.batch_size == "full" or cfg.log.full_gradient
         pass_rows = train_rows if whole else min(batch, train_rows)
         shapes = (n_params, n_units, widest, n_in + n_out, rows, train_rows, pass_rows)
         return sizes.memory_bytes(*shapes, itemsize, cfg.optim.name)
