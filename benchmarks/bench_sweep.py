@@ -1,4 +1,4 @@
-"""Where a sweep's wall time goes, with the basic launcher and with joblib's 2 workers.
+"""Where a sweep's wall time goes, in one process ("basic") and with joblib's 2 workers.
 
 Each round runs the same sweep once per launcher, interleaved, as a command into a fresh sqlite
 store, with ``BPLAB_TIMING`` set (``experiments.tracking.timing``): every run reports the wall
@@ -19,7 +19,8 @@ Figures are drawn by the writers, off the training path: their CPU seconds are r
 
 The default sweep is a scaled-down copy of the ``activations`` preset with the same per-run
 shape (circles, SGD at lr 0.1, xavier_normal, 10 epochs, diagnostics every 10 steps, depth
-3, 10, 20; 4 activations, 1 seed: 12 runs, basic sweeper instead of the tuning one).
+3, 10, 20; 4 activations, 1 seed: 12 runs, basic sweeper instead of the tuning one);
+``-- experiment=activations`` runs a preset itself.
 
 ``--run-figures both`` adds, in the same rounds, each launcher with ``mlflow.run_figures=false``
 and reports what the per-run figures add to the wall time.
